@@ -1,0 +1,208 @@
+"""The one feature vector: names, order and float32 dtype for (customer, offer, context).
+
+:func:`vectorize` is the only place a feature row is built. Training matrices, the online row and
+the ONNX input all come from it, so there is no training/serving skew by construction (and
+``tests/parity`` checks it). Without ``personalize`` consent the caller passes ``profile=None``:
+every customer and customer-x-offer feature is then exactly zero and ``personalized`` is 0, so the
+model can rank by offer, popularity and context only.
+
+Examples
+--------
+>>> from models.catalog import parse_offer
+>>> offers = [parse_offer({"offer_id": "o1", "category": "shoes", "kind": "discount", "discount_pct": 10})]
+>>> X = vectorize(None, offers, Context(channel="web"), 1_700_000_000_000)
+>>> X.shape == (1, len(FEATURE_NAMES)), X.dtype.name
+(True, 'float32')
+>>> float(X[0, FEATURE_NAMES.index("personalized")]), round(float(X[0, FEATURE_NAMES.index("discount")]), 6)
+(0.0, 0.1)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.catalog import Offer
+from models.errors import InvalidRequest
+from models.events import CHANNELS
+from models.profile import DAY_MS, HOUR_MS, Profile
+
+__all__ = [
+    "FEATURE_SCHEMA_VERSION",
+    "FEATURE_NAMES",
+    "CUSTOMER_FEATURES",
+    "Context",
+    "parse_context",
+    "vectorize",
+    "customer_features",
+]
+
+FEATURE_SCHEMA_VERSION = 1
+BROWSE_TYPES = ("page_view", "product_view", "search")
+NEVER_HOURS = 1e5  # "never happened" reads as a very long time ago, not as zero
+
+CUSTOMER_FEATURES = (
+    "personalized",
+    "views_1h", "views_1d", "views_30d",
+    "carts_1d", "carts_30d",
+    "purchases_1d", "purchases_30d",
+    "impressions_30d", "clicks_30d", "redeems_30d",
+    "hours_since_event", "days_since_purchase",
+    "session_events",
+    "cart_items", "cart_value",
+    "orders_total", "spend_total", "spend_30d", "store_share",
+)
+PAIR_FEATURES = (
+    "cat_affinity_1d", "cat_affinity_30d", "cart_has_category",
+    "offer_impressions", "offer_clicks", "offer_redeems", "offer_seen_today", "days_since_offer_seen",
+)
+OFFER_FEATURES = (
+    "discount", "kind_discount", "kind_bundle", "kind_loyalty", "kind_third_party", "kind_other",
+    "popularity_rate", "popularity_log_n", "offer_days_live", "offer_days_left",
+)
+CONTEXT_FEATURES = (
+    "hour_sin", "hour_cos", "is_weekend", "ctx_web", "ctx_app", "ctx_store",
+    "ctx_category_match", "ctx_offer_affinity",
+)
+FEATURE_NAMES: tuple[str, ...] = CUSTOMER_FEATURES + PAIR_FEATURES + OFFER_FEATURES + CONTEXT_FEATURES
+_N_CUST, _N_PAIR, _N_OFFER = len(CUSTOMER_FEATURES), len(PAIR_FEATURES), len(OFFER_FEATURES)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the shop tells us about the page: channel, the category shown, its own affinities."""
+
+    channel: str = "web"
+    category: str | None = None
+    offer_affinity: Mapping[str, float] = field(default_factory=dict)
+
+
+def parse_context(obj: Any) -> Context:
+    """Validate a score request's ``context`` (``None`` gives the default web context)."""
+    if obj is None:
+        return Context()
+    if not isinstance(obj, dict):
+        raise InvalidRequest("context", "must be an object {channel?, category?, offer_affinity?}")
+    channel = obj.get("channel", "web")
+    if channel not in CHANNELS:
+        raise InvalidRequest("context.channel", f"must be one of {', '.join(CHANNELS)}")
+    category = obj.get("category")
+    if category is not None and not isinstance(category, str):
+        raise InvalidRequest("context.category", "must be a string")
+    affinity = obj.get("offer_affinity", {})
+    if not isinstance(affinity, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in affinity.values()
+    ):
+        raise InvalidRequest("context.offer_affinity", "must map offer ids to finite numbers")
+    return Context(channel=channel, category=category, offer_affinity=affinity)
+
+
+def _log(x: float) -> float:
+    return math.log1p(max(x, 0.0))
+
+
+def customer_features(profile: Profile | None, now_ms: int) -> list[float]:
+    """The customer block; all zeros (``personalized`` = 0) without a usable profile."""
+    if profile is None:
+        return [0.0] * _N_CUST
+    c = profile.count
+    views = [sum(c(t, i, now_ms) for t in BROWSE_TYPES) for i in range(3)]
+    n_orders = sum(o[0] for o in profile.orders.values())
+    store_orders = profile.orders.get("store", [0.0, 0.0])[0]
+    since_event = (now_ms - profile.last_ts) / HOUR_MS if profile.last_ts is not None else NEVER_HOURS
+    since_buy = (now_ms - profile.last_purchase_ts) / DAY_MS if profile.last_purchase_ts else NEVER_HOURS
+    session_live = profile.last_ts is not None and now_ms - profile.session[1] <= 30 * 60 * 1000
+    return [
+        1.0,
+        _log(views[0]), _log(views[1]), _log(views[2]),
+        _log(c("add_to_cart", 1, now_ms)), _log(c("add_to_cart", 2, now_ms)),
+        _log(c("purchase", 1, now_ms)), _log(c("purchase", 2, now_ms)),
+        _log(c("offer_impression", 2, now_ms)), _log(c("offer_click", 2, now_ms)),
+        _log(c("offer_redeem", 2, now_ms)),
+        _log(since_event), _log(since_buy),
+        _log(profile.session[2]) if session_live else 0.0,
+        _log(sum(q for _c, _p, q in profile.cart.values())), _log(profile.cart_value()),
+        _log(n_orders), _log(sum(o[1] for o in profile.orders.values())),
+        _log(profile.decayed_spend(now_ms)), store_orders / n_orders if n_orders else 0.0,
+    ]
+
+
+def _pair_features(profile: Profile | None, offer: Offer, now_ms: int, cart_cats: set[str]) -> list[float]:
+    if profile is None:
+        return [0.0] * _N_PAIR
+    rec = profile.offers.get(offer.offer_id)
+    imp, click, redeem = (rec[0], rec[1], rec[2]) if rec else (0, 0, 0)
+    since_seen = (now_ms - rec[4]) / DAY_MS if rec and rec[4] else NEVER_HOURS
+    return [
+        profile.category_affinity(offer.category, 0, now_ms),
+        profile.category_affinity(offer.category, 1, now_ms),
+        1.0 if offer.category in cart_cats else 0.0,
+        _log(imp), _log(click), _log(redeem),
+        float(profile.impressions_today(offer.offer_id, now_ms)), _log(since_seen),
+    ]
+
+
+def _offer_features(offer: Offer, now_ms: int, stats: Mapping[str, Sequence[float]]) -> list[float]:
+    rate, log_n = stats.get(offer.offer_id, (0.0, 0.0))
+    kind = offer.kind
+    live = (now_ms - offer.valid_from) / DAY_MS if offer.valid_from is not None else 365.0
+    left = (offer.valid_to - now_ms) / DAY_MS if offer.valid_to is not None else 365.0
+    return [
+        offer.discount_pct / 100.0, float(kind == "discount"), float(kind == "bundle"),
+        float(kind == "loyalty"), float(kind in ("partner", "sponsored")), float(kind == "other"),
+        float(rate), float(log_n), _log(live), _log(left),
+    ]
+
+
+def _context_features(context: Context, offer: Offer, now_ms: int, base: list[float]) -> list[float]:
+    return [*base, float(context.category is not None and context.category == offer.category),
+            float(context.offer_affinity.get(offer.offer_id, 0.0))]
+
+
+def _context_base(context: Context, now_ms: int) -> list[float]:
+    hour = (now_ms % DAY_MS) / HOUR_MS
+    weekday = (now_ms // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday (index 3, Monday = 0)
+    return [math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24),
+            float(weekday >= 5), float(context.channel == "web"), float(context.channel == "app"),
+            float(context.channel == "store")]
+
+
+def vectorize(
+    profile: Profile | None,
+    offers: Sequence[Offer],
+    context: Context,
+    now_ms: int,
+    offer_stats: Mapping[str, Sequence[float]] | None = None,
+) -> np.ndarray:
+    """Build the ``(len(offers), len(FEATURE_NAMES))`` float32 matrix for one decision.
+
+    Parameters
+    ----------
+    profile : Profile or None
+        The customer's profile, or ``None`` when it may not be used (no ``personalize``
+        consent) or does not exist.
+    offers : sequence of Offer
+        The candidates, in the order their scores are wanted.
+    context : Context
+        The page the shop is showing.
+    now_ms : int
+        The decision time (event time in replay, wall clock online).
+    offer_stats : mapping, optional
+        ``offer_id -> (popularity_rate, log_n)`` from the model bundle.
+    """
+    stats = offer_stats or {}
+    X = np.empty((len(offers), len(FEATURE_NAMES)), dtype=np.float32)
+    X[:, :_N_CUST] = customer_features(profile, now_ms)
+    cart_cats = profile.cart_categories() if profile is not None else set()
+    base = _context_base(context, now_ms)
+    for row, offer in enumerate(offers):
+        X[row, _N_CUST:] = (
+            _pair_features(profile, offer, now_ms, cart_cats)
+            + _offer_features(offer, now_ms, stats)
+            + _context_features(context, offer, now_ms, base)
+        )
+    return X

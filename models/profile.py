@@ -1,0 +1,251 @@
+"""Per-customer profile state, updated event by event; the same code online and in replay.
+
+A :class:`Profile` holds decayed counts per event type at three half-lives (1 h, 1 day, 30 days),
+decayed category affinities, recency, the current session, the cart, purchases online and in store,
+per-offer history, and a short window of recent event ids so a redelivered event never counts
+twice. It serializes to plain JSON-able data with a schema version (``to_dict``/``from_dict``).
+
+Examples
+--------
+>>> from models.events import parse_event
+>>> p = Profile()
+>>> ev = parse_event({"event_id": "e1", "type": "add_to_cart", "customer_id": "c", "ts": 3_600_000_000_000,
+...                   "item_id": "sku1", "category": "shoes", "price": 20.0, "quantity": 2})
+>>> p.apply(ev), p.apply(ev)   # the second delivery is recognised and skipped
+(True, False)
+>>> p.cart_value()
+40.0
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.decay import add, new_cell, value_at
+from models.errors import InvalidEvent
+from models.events import Event
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "HALF_LIVES_MS",
+    "CATEGORY_HALF_LIVES_MS",
+    "SPEND_HALF_LIVES_MS",
+    "PROFILE_EVENT_TYPES",
+    "CATEGORY_WEIGHTS",
+    "Profile",
+]
+
+SCHEMA_VERSION = 1
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+HALF_LIVES_MS = (float(HOUR_MS), float(DAY_MS), float(30 * DAY_MS))
+CATEGORY_HALF_LIVES_MS = (float(DAY_MS), float(30 * DAY_MS))
+SPEND_HALF_LIVES_MS = (float(30 * DAY_MS),)
+SESSION_GAP_MS = 30 * 60 * 1000
+MAX_CATEGORIES = 24
+MAX_CART = 50
+MAX_OFFERS = 48
+MAX_SEEN = 48
+# How strongly each event type says "interested in this category".
+CATEGORY_WEIGHTS = {
+    "page_view": 1.0, "search": 1.0, "product_view": 1.0, "add_to_cart": 3.0, "purchase": 5.0,
+}
+PROFILE_EVENT_TYPES = frozenset(
+    {"page_view", "search", "product_view", "add_to_cart", "remove_from_cart", "purchase", "return",
+     "offer_impression", "offer_click", "offer_redeem", "offer_dismiss"}
+)
+OFFER_FIELDS = {"offer_impression": 0, "offer_click": 1, "offer_redeem": 2, "offer_dismiss": 3}
+
+
+def _event_key(event_id: str) -> str:
+    return hashlib.blake2b(event_id.encode(), digest_size=6).hexdigest()
+
+
+@dataclass(slots=True)
+class Profile:
+    """A customer's behavioural profile (see the module docstring)."""
+
+    counts: dict[str, list[float]] = field(default_factory=dict)
+    categories: dict[str, list[float]] = field(default_factory=dict)
+    spend: list[float] = field(default_factory=lambda: new_cell(1))
+    first_ts: int | None = None
+    last_ts: int | None = None
+    last_purchase_ts: int | None = None
+    session: list[int] = field(default_factory=lambda: [0, 0, 0])  # start, last, n_events
+    cart: dict[str, list[Any]] = field(default_factory=dict)  # item_id -> [category, price, qty]
+    orders: dict[str, list[float]] = field(default_factory=dict)  # channel -> [n, value]
+    returns: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    offers: dict[str, list[int]] = field(default_factory=dict)  # imp, click, redeem, dismiss, last_imp, day, today
+    seen: list[str] = field(default_factory=list)
+    n_events: int = 0
+
+    # ---- updates ---------------------------------------------------------------------------
+    def apply(self, event: Event) -> bool:
+        """Add one event; return False if it was already applied or is not profile data."""
+        if event.type not in PROFILE_EVENT_TYPES:
+            return False
+        key = _event_key(event.event_id)
+        if key in self.seen:
+            return False
+        self.seen.append(key)
+        del self.seen[:-MAX_SEEN]
+        self._apply_common(event)
+        handler = _HANDLERS.get(event.type)
+        if handler is not None:
+            handler(self, event)
+        return True
+
+    def _apply_common(self, event: Event) -> None:
+        ts = event.ts
+        self.n_events += 1
+        add(self.counts.setdefault(event.type, new_cell(len(HALF_LIVES_MS))), ts, 1.0, HALF_LIVES_MS)
+        self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
+        self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        self._update_session(ts)
+        weight = CATEGORY_WEIGHTS.get(event.type)
+        category = event.get("category")
+        if weight is not None and isinstance(category, str) and category:
+            self._add_category(category, ts, weight)
+
+    def _update_session(self, ts: int) -> None:
+        start, last, n = self.session
+        if n == 0 or ts - last > SESSION_GAP_MS:
+            self.session = [ts, ts, 1]
+        elif ts >= start - SESSION_GAP_MS:
+            self.session = [min(start, ts), max(last, ts), n + 1]
+
+    def _add_category(self, category: str, ts: int, weight: float) -> None:
+        add(self.categories.setdefault(category, new_cell(len(CATEGORY_HALF_LIVES_MS))),
+            ts, weight, CATEGORY_HALF_LIVES_MS)
+        if len(self.categories) > MAX_CATEGORIES:
+            weakest = min(self.categories, key=lambda c: value_at(self.categories[c], ts, 1,
+                                                                  CATEGORY_HALF_LIVES_MS[1]))
+            del self.categories[weakest]
+
+    def _cart_add(self, event: Event) -> None:
+        item = self.cart.setdefault(event.get("item_id"), [event.get("category"), 0.0, 0.0])
+        item[0] = event.get("category") or item[0]
+        item[1] = float(event.get("price") or item[1])
+        item[2] += float(event.get("quantity") or 1.0)
+        if len(self.cart) > MAX_CART:
+            del self.cart[next(iter(self.cart))]
+
+    def _cart_remove(self, event: Event) -> None:
+        item = self.cart.get(event.get("item_id"))
+        if item is not None:
+            item[2] -= float(event.get("quantity") or item[2])
+            if item[2] <= 0:
+                del self.cart[event.get("item_id")]
+
+    def _transaction(self, event: Event) -> None:
+        items = event.get("items")
+        value = event.get("total")
+        if value is None:
+            value = sum(float(i.get("price") or 0.0) * float(i.get("quantity") or 1.0) for i in items)
+        if event.type == "return":
+            self.returns = [self.returns[0] + 1, self.returns[1] + float(value)]
+            return
+        order = self.orders.setdefault(event.get("channel", "web"), [0.0, 0.0])
+        order[0] += 1
+        order[1] += float(value)
+        add(self.spend, event.ts, float(value), SPEND_HALF_LIVES_MS)
+        self.last_purchase_ts = max(self.last_purchase_ts or event.ts, event.ts)
+        for item in items:
+            self.cart.pop(item["item_id"], None)
+            if item.get("category"):
+                self._add_category(item["category"], event.ts, CATEGORY_WEIGHTS["purchase"])
+
+    def _offer_event(self, event: Event) -> None:
+        rec = self.offers.setdefault(event.get("offer_id"), [0, 0, 0, 0, 0, 0, 0])
+        rec[OFFER_FIELDS[event.type]] += 1
+        if event.type == "offer_impression":
+            day = event.ts // DAY_MS
+            if day == rec[5]:
+                rec[6] += 1
+            elif day > rec[5]:
+                rec[5], rec[6] = day, 1
+            rec[4] = max(rec[4], event.ts)
+        if len(self.offers) > MAX_OFFERS:
+            del self.offers[min(self.offers, key=lambda o: self.offers[o][4])]
+
+    # ---- reads -----------------------------------------------------------------------------
+    def count(self, event_type: str, half_life_index: int, now_ms: float) -> float:
+        """Decayed count of ``event_type`` at ``now_ms`` for one of :data:`HALF_LIVES_MS`."""
+        cell = self.counts.get(event_type)
+        if cell is None:
+            return 0.0
+        return value_at(cell, now_ms, half_life_index, HALF_LIVES_MS[half_life_index])
+
+    def category_affinity(self, category: str, half_life_index: int, now_ms: float) -> float:
+        """Share of the customer's decayed category interest that falls on ``category``."""
+        h = CATEGORY_HALF_LIVES_MS[half_life_index]
+        total = sum(value_at(c, now_ms, half_life_index, h) for c in self.categories.values())
+        cell = self.categories.get(category)
+        if cell is None or total <= 0.0:
+            return 0.0
+        return value_at(cell, now_ms, half_life_index, h) / total
+
+    def top_categories(self, now_ms: float, n: int = 3) -> list[str]:
+        """The ``n`` categories with most 30-day interest."""
+        h = CATEGORY_HALF_LIVES_MS[1]
+        ranked = sorted(self.categories, key=lambda c: -value_at(self.categories[c], now_ms, 1, h))
+        return ranked[:n]
+
+    def decayed_spend(self, now_ms: float) -> float:
+        """Spend with a 30-day half-life."""
+        return value_at(self.spend, now_ms, 0, SPEND_HALF_LIVES_MS[0])
+
+    def cart_value(self) -> float:
+        """Value of the current cart."""
+        return float(sum(price * qty for _cat, price, qty in self.cart.values()))
+
+    def cart_categories(self) -> set[str]:
+        """Categories present in the cart."""
+        return {cat for cat, _price, _qty in self.cart.values() if cat}
+
+    def impressions_today(self, offer_id: str, now_ms: int) -> int:
+        """Impressions of ``offer_id`` on the UTC day of ``now_ms``."""
+        rec = self.offers.get(offer_id)
+        return rec[6] if rec is not None and rec[5] == now_ms // DAY_MS else 0
+
+    # ---- plain data ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Serialize to plain data with a schema version (never a pickle)."""
+        return {
+            "v": SCHEMA_VERSION, "counts": self.counts, "categories": self.categories,
+            "spend": self.spend if self.spend[0] != float("-inf") else None,
+            "first_ts": self.first_ts, "last_ts": self.last_ts,
+            "last_purchase_ts": self.last_purchase_ts, "session": self.session, "cart": self.cart,
+            "orders": self.orders, "returns": self.returns, "offers": self.offers,
+            "seen": self.seen, "n_events": self.n_events,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Profile:
+        """Inverse of :meth:`to_dict`; ``None`` gives an empty profile."""
+        if not data:
+            return cls()
+        if data.get("v") != SCHEMA_VERSION:
+            raise InvalidEvent("profile.v", f"unsupported profile schema version {data.get('v')!r}")
+        return cls(
+            counts=data["counts"], categories=data["categories"],
+            spend=data["spend"] if data.get("spend") else new_cell(1),
+            first_ts=data["first_ts"], last_ts=data["last_ts"],
+            last_purchase_ts=data["last_purchase_ts"], session=data["session"], cart=data["cart"],
+            orders=data["orders"], returns=data["returns"], offers=data["offers"],
+            seen=data["seen"], n_events=data["n_events"],
+        )
+
+
+_HANDLERS = {
+    "add_to_cart": Profile._cart_add,
+    "remove_from_cart": Profile._cart_remove,
+    "purchase": Profile._transaction,
+    "return": Profile._transaction,
+    "offer_impression": Profile._offer_event,
+    "offer_click": Profile._offer_event,
+    "offer_redeem": Profile._offer_event,
+    "offer_dismiss": Profile._offer_event,
+}
