@@ -1,0 +1,268 @@
+"""Adapter for 84.51°/Dunnhumby "The Complete Journey" (sample) -> offers and contract events.
+
+Source files (``shared/data/completejourney``, see its README): ``transactions_sample``,
+``products``, ``campaign_descriptions``, ``campaigns``, ``coupons``, ``coupon_redemptions``.
+
+Mapping
+-------
+* **Offers**: one per campaign (27), ``offer_id = "cj-campaign-{campaign_id}"``.
+  ``kind`` maps the campaign type: Type A -> ``"loyalty"`` (targeted: each household gets
+  coupons chosen from its own purchase history), Type B -> ``"discount"``, Type C ->
+  ``"bundle"`` (Types B and C give every receiving household the same coupon set; the data
+  does not say more, so "discount"/"bundle" are labels, not facts). ``discount_pct`` is ``0.0``:
+  coupon face values are not in the data and nothing is derived. ``category`` is the most
+  common product ``department`` among the campaign's distinct coupon products (ties broken
+  alphabetically). ``valid_from`` is the start date 00:00 UTC, ``valid_to`` the last millisecond
+  of the end date (UTC). ``requires = ["marketing"]``: these are direct-marketing coupons.
+* **purchase** (one per basket): ``ts`` is the basket's earliest ``transaction_timestamp``
+  (naive, read as UTC), ``channel = "store"``, ``order_id = basket_id`` (read as a string),
+  extra field ``store_id``. Lines with ``quantity == 0`` are dropped (416 lines, all with
+  ``sales_value`` 0 up to float noise: returns/adjustments, nothing changed hands); a basket
+  left with no line (209) yields no event, since a purchase needs at least one item.
+  ``price = sales_value / quantity`` (rounded to 4 places), ``total`` = sum of the kept lines'
+  ``sales_value`` rounded to cents. Product ids missing from ``products`` (222 lines) get
+  category ``"UNKNOWN"``. FUEL (and a few MISCELLANEOUS) lines carry huge quantities (up to
+  32,623; a unit artefact of the source) and are kept as they are.
+* **offer_impression**: one per row of ``campaigns`` (household received campaign), at the
+  campaign's start date 00:00 UTC, ``decision_id = "cj-camp-{campaign_id}"``, ``position = 0``.
+  No ``propensity`` field: the assignment probability was not logged.
+* **offer_redeem**: one per distinct (household, campaign, redemption_date), at 12:00 UTC of
+  that date (the source has only a date); extra field ``n_coupons`` = coupons redeemed then.
+
+Facts measured on the shipped sample (all households)
+------------------------------------------------------
+* 75,000 transaction lines -> 47,243 baskets -> **47,034 purchase events** (2,373 of the
+  2,377 households; 4 have only zero-quantity baskets). At most 12 items per basket.
+* 6,589 impressions (Type A 3,647, Type B 2,368, Type C 574; 1,559 households, 1,557 of
+  which also have purchases in the sample).
+* 2,102 redemption rows -> **1,148 redeem events**; every one has a matching impression and
+  falls inside its campaign's window: **0 redemptions without an impression**.
+* **54,771 events** in total, ``ts`` from 2016-11-14 00:00 (impressions of campaign 24) to
+  2018-01-01 03:32 UTC; purchases span 2017-01-01 12:30 .. 2018-01-01 03:32, impressions
+  2016-11-14 .. 2017-12-28, redemptions 2017-01-01 .. 2017-12-31 (12:00).
+* **792 of 6,589 impressions (12.0 %)** are followed by at least one redemption of that
+  campaign within the campaign window.
+* A full :func:`iter_events` run takes about 1.3 s, :func:`load_offers` about 0.6 s
+  (reading ``products`` dominates both).
+
+Examples
+--------
+>>> offers = load_offers()
+>>> len(offers), offers[12]["offer_id"], offers[12]["kind"], offers[12]["category"]
+(27, 'cj-campaign-13', 'loyalty', 'DRUG GM')
+>>> from collections import Counter
+>>> Counter(e["type"] for e in iter_events(households={"2261"}))
+Counter({'purchase': 73, 'offer_impression': 8})
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any
+
+from training.adapters.common import (
+    DATA_ROOT,
+    DAY_MS,
+    date_to_epoch_ms,
+    datetime_to_epoch_ms,
+    read_csv,
+)
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "KIND_BY_CAMPAIGN_TYPE",
+    "UNKNOWN_CATEGORY",
+    "load_departments",
+    "load_offers",
+    "iter_events",
+]
+
+#: Default directory of the Complete Journey CSV files.
+DEFAULT_DATA_DIR: Path = DATA_ROOT / "completejourney"
+
+#: Offer ``kind`` for each ``campaign_type`` (Type A is the targeted, loyalty-style campaign).
+KIND_BY_CAMPAIGN_TYPE: dict[str, str] = {
+    "Type A": "loyalty",
+    "Type B": "discount",
+    "Type C": "bundle",
+}
+
+#: Category of items whose product id is missing from ``products.csv.gz``.
+UNKNOWN_CATEGORY = "UNKNOWN"
+
+# Order of event types sharing one timestamp: a campaign is shown before anything else that day.
+_TYPE_RANK = {"offer_impression": 0, "purchase": 1, "offer_redeem": 2}
+
+
+def load_departments(data_dir: Path = DEFAULT_DATA_DIR) -> dict[str, str]:
+    """Map every ``product_id`` (string) to its ``department``.
+
+    Parameters
+    ----------
+    data_dir : Path
+        Directory holding ``products.csv.gz``.
+
+    Returns
+    -------
+    dict[str, str]
+        92,331 entries on the shipped data; an empty department becomes ``"UNKNOWN"``.
+    """
+    return {
+        row["product_id"]: row["department"] or UNKNOWN_CATEGORY
+        for row in read_csv(Path(data_dir) / "products.csv.gz")
+    }
+
+
+def _campaign_coupons(data_dir: Path) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Return (campaign_id -> distinct coupon_upcs, campaign_id -> distinct product_ids)."""
+    upcs: dict[str, set[str]] = defaultdict(set)
+    products: dict[str, set[str]] = defaultdict(set)
+    for row in read_csv(data_dir / "coupons.csv.gz"):
+        upcs[row["campaign_id"]].add(row["coupon_upc"])
+        products[row["campaign_id"]].add(row["product_id"])
+    return upcs, products
+
+
+def _top_departments(product_ids: set[str], departments: dict[str, str], n: int) -> list[str]:
+    """The ``n`` most common departments of known products; ties broken alphabetically."""
+    counts = Counter(departments[p] for p in product_ids if p in departments)
+    return [dept for dept, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+def load_offers(data_dir: Path = DEFAULT_DATA_DIR) -> list[dict[str, Any]]:
+    """Build one offer (DESIGN.md offer shape) per campaign, ordered by campaign id.
+
+    Parameters
+    ----------
+    data_dir : Path
+        Directory of the Complete Journey CSV files.
+
+    Returns
+    -------
+    list[dict]
+        27 offers with ``offer_id``, ``title``, ``category``, ``kind``, ``discount_pct``,
+        ``valid_from``/``valid_to`` (epoch ms), ``requires``, ``max_impressions_per_day`` and
+        ``attributes`` {``campaign_type``, ``n_coupons``, ``departments`` (top 3)}.
+    """
+    data_dir = Path(data_dir)
+    departments = load_departments(data_dir)
+    upcs, products = _campaign_coupons(data_dir)
+    offers = []
+    for row in sorted(read_csv(data_dir / "campaign_descriptions.csv.gz"),
+                      key=lambda r: int(r["campaign_id"])):
+        cid, ctype = row["campaign_id"], row["campaign_type"]
+        top = _top_departments(products.get(cid, set()), departments, 3)
+        offers.append({
+            "offer_id": f"cj-campaign-{cid}",
+            "title": f"Campaign {cid} ({ctype})",
+            "category": top[0] if top else UNKNOWN_CATEGORY,
+            "kind": KIND_BY_CAMPAIGN_TYPE.get(ctype, "discount"),
+            "discount_pct": 0.0,
+            "valid_from": date_to_epoch_ms(row["start_date"]),
+            "valid_to": date_to_epoch_ms(row["end_date"]) + DAY_MS - 1,
+            "requires": ["marketing"],
+            "max_impressions_per_day": None,
+            "attributes": {"campaign_type": ctype, "n_coupons": len(upcs.get(cid, ())),
+                           "departments": top},
+        })
+    return offers
+
+
+def _basket_event(basket_id: str, lines: list[dict[str, str]],
+                  departments: dict[str, str]) -> dict[str, Any] | None:
+    """One ``purchase`` event for a basket's lines, or ``None`` if no line has a quantity."""
+    kept = [line for line in lines if float(line["quantity"]) > 0]
+    if not kept:
+        return None
+    items = []
+    for line in kept:
+        quantity, value = float(line["quantity"]), float(line["sales_value"])
+        items.append({"item_id": line["product_id"],
+                      "category": departments.get(line["product_id"], UNKNOWN_CATEGORY),
+                      "price": round(value / quantity, 4),
+                      "quantity": int(quantity) if quantity.is_integer() else quantity})
+    first = lines[0]
+    return {
+        "event_id": f"cj-basket-{basket_id}",
+        "type": "purchase",
+        "customer_id": first["household_id"],
+        "ts": min(datetime_to_epoch_ms(line["transaction_timestamp"]) for line in lines),
+        "channel": "store",
+        "order_id": basket_id,
+        "items": items,
+        "total": round(sum(float(line["sales_value"]) for line in kept), 2),
+        "store_id": first["store_id"],
+    }
+
+
+def _purchase_events(data_dir: Path, keep: Collection[str] | None) -> Iterator[dict[str, Any]]:
+    """Yield one ``purchase`` per basket (in first-seen order) of the kept households."""
+    baskets: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in read_csv(data_dir / "transactions_sample.csv.gz"):
+        if keep is None or row["household_id"] in keep:
+            baskets[row["basket_id"]].append(row)
+    if not baskets:
+        return
+    departments = load_departments(data_dir)
+    for basket_id, lines in baskets.items():
+        event = _basket_event(basket_id, lines, departments)
+        if event is not None:
+            yield event
+
+
+def _campaign_starts(data_dir: Path) -> dict[str, int]:
+    """Map campaign_id -> start date 00:00 UTC in epoch ms."""
+    return {row["campaign_id"]: date_to_epoch_ms(row["start_date"])
+            for row in read_csv(data_dir / "campaign_descriptions.csv.gz")}
+
+
+def _impression_events(data_dir: Path, keep: Collection[str] | None) -> Iterator[dict[str, Any]]:
+    """Yield one ``offer_impression`` per (campaign, household) row of ``campaigns``."""
+    starts = _campaign_starts(data_dir)
+    for row in read_csv(data_dir / "campaigns.csv.gz"):
+        cid, hid = row["campaign_id"], row["household_id"]
+        if keep is not None and hid not in keep:
+            continue
+        yield {"event_id": f"cj-imp-{cid}-{hid}", "type": "offer_impression",
+               "customer_id": hid, "ts": starts[cid], "offer_id": f"cj-campaign-{cid}",
+               "decision_id": f"cj-camp-{cid}", "position": 0}
+
+
+def _redeem_events(data_dir: Path, keep: Collection[str] | None) -> Iterator[dict[str, Any]]:
+    """Yield one ``offer_redeem`` per distinct (household, campaign, redemption_date)."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for row in read_csv(data_dir / "coupon_redemptions.csv.gz"):
+        if keep is None or row["household_id"] in keep:
+            counts[(row["household_id"], row["campaign_id"], row["redemption_date"])] += 1
+    for (hid, cid, day), n_coupons in counts.items():
+        yield {"event_id": f"cj-red-{hid}-{cid}-{day}", "type": "offer_redeem",
+               "customer_id": hid, "ts": date_to_epoch_ms(day, hour=12),
+               "offer_id": f"cj-campaign-{cid}", "decision_id": f"cj-camp-{cid}",
+               "n_coupons": n_coupons}
+
+
+def iter_events(data_dir: Path = DEFAULT_DATA_DIR,
+                households: Collection[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield every purchase, impression and redemption as contract events, in ``ts`` order.
+
+    Parameters
+    ----------
+    data_dir : Path
+        Directory of the Complete Journey CSV files.
+    households : collection of str, optional
+        Keep only these household ids (as strings, e.g. ``{"2261"}``); default all.
+
+    Yields
+    ------
+    dict
+        JSON-serializable events with ``ts`` in epoch ms. Order is deterministic: by ``ts``,
+        then impression < purchase < redeem, then ``event_id``.
+    """
+    data_dir = Path(data_dir)
+    keep = None if households is None else {str(h) for h in households}
+    events = [*_impression_events(data_dir, keep), *_purchase_events(data_dir, keep),
+              *_redeem_events(data_dir, keep)]
+    events.sort(key=lambda e: (e["ts"], _TYPE_RANK[e["type"]], e["event_id"]))
+    yield from events
