@@ -1,0 +1,105 @@
+"""The ingest agent: decode, call the core, write state, send. Nothing is dropped silently.
+
+A message on ``events`` is one event or an envelope (a JSON array) of events of customers in the
+message's partition. Each event is applied where its customer's state lives; an event that arrived
+on another partition (a producer keyed it differently) is re-sent with the right key instead of
+being applied to a table partition this worker does not own. Malformed events go to
+``events-dead-letter`` with the reason and where they came from.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from models.consent import apply_update, parse_update
+from models.errors import InvalidConsent, InvalidEvent
+from models.events import Event, parse_payload
+from models.profile import Profile
+
+if TYPE_CHECKING:
+    from stream.worker import Runtime
+
+__all__ = ["register_agents", "apply_event"]
+
+log = logging.getLogger("offerstream.ingest")
+MAX_DEAD_LETTER_RAW = 64 * 1024
+
+
+def apply_event(rt: Runtime, event: Event) -> str:
+    """Apply one event to the customer's consent or profile state; return the outcome name."""
+    topo, cid = rt.topology, event.customer_id
+    consent = topo.read_consent(cid)
+    if event.type == "consent":
+        change = apply_update(consent, parse_update(event.get("consent")), event.ts)
+        topo.write_consent(cid, change.state)
+        if "profile" in change.revoked:
+            topo.erase_profile(cid)
+        return "consent"
+    if event.type == "preference":
+        if event.get("exclude_categories") is not None:
+            consent.exclude_categories = list(event.get("exclude_categories"))
+        if event.get("channels") is not None:
+            consent.channels = list(event.get("channels"))
+        topo.write_consent(cid, consent)
+        return "preference"
+    if event.type == "offer_dismiss":
+        consent.add_dismissed(event.get("offer_id"))
+        topo.write_consent(cid, consent)
+    if not consent.flags["profile"]:
+        return "not_profiled"  # fail closed: no profile consent, nothing is added
+    profile = topo.read_profile(cid) or Profile()
+    if not profile.apply(event):
+        return "duplicate"
+    topo.write_profile(cid, profile)
+    return "applied"
+
+
+async def _dead_letter(rt: Runtime, key: bytes | None, raw: Any, error: InvalidEvent,
+                       message: Any, index: int | None) -> None:
+    rt.metrics.inc("dead_letters_total")
+    text = raw if isinstance(raw, bytes) else orjson.dumps(raw)
+    record = {
+        "reason": str(error), "field": error.field, "index": index,
+        "source": {"topic": message.topic, "partition": message.partition, "offset": message.offset},
+        "raw": text[:MAX_DEAD_LETTER_RAW].decode("utf-8", "replace"),
+        "truncated": len(text) > MAX_DEAD_LETTER_RAW,
+    }
+    await rt.topology.dead_letter.send(key=key, value=orjson.dumps(record))
+
+
+async def _handle_message(rt: Runtime, key: bytes | None, value: bytes | None, message: Any) -> None:
+    try:
+        items = parse_payload(value or b"")
+    except InvalidEvent as exc:
+        await _dead_letter(rt, key, value or b"", exc, message, None)
+        return
+    envelope = isinstance(value, bytes) and value.lstrip()[:1] == b"["
+    for index, item in enumerate(items):
+        if isinstance(item, InvalidEvent):
+            raw = orjson.loads(value)[index] if envelope else value
+            await _dead_letter(rt, key, raw, item, message, index if envelope else None)
+            continue
+        owner = rt.events_partition(item.customer_id)
+        if owner != message.partition:
+            rt.metrics.inc("events_rerouted_total")
+            await rt.topology.events.send(key=item.customer_id, value=orjson.dumps(item.data))
+            continue
+        try:
+            outcome = apply_event(rt, item)
+        except InvalidConsent as exc:
+            await _dead_letter(rt, key, item.data, InvalidEvent(f"consent.{exc.field}", exc.reason),
+                               message, index if envelope else None)
+            continue
+        rt.metrics.inc(f'events_processed_total{{outcome="{outcome}"}}')
+
+
+def register_agents(rt: Runtime) -> None:
+    """Attach the ingest agent to the runtime's app."""
+
+    @rt.app.agent(rt.topology.events, name="offerstream.ingest")
+    async def ingest(stream: Any) -> None:
+        async for event in stream.events():
+            await _handle_message(rt, event.key, event.value, event.message)

@@ -1,0 +1,108 @@
+"""Every worker's copy of the whole offer catalogue, read from the ``offers`` topic.
+
+The ``offers`` topic (key = offer id, value = offer JSON, empty value = delete) is the catalogue's
+source of truth: ``PUT /v1/offers/{id}`` writes to it and so may any Kafka producer. Each worker
+reads all of its partitions from the start with a plain consumer outside the consumer group, so
+every worker holds every offer. An invalid offer on the topic is logged (without its content) and
+counted, never applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from models.catalog import Offer, parse_offer
+from models.errors import InvalidOffer
+
+__all__ = ["Catalogue", "OFFERS_TOPIC"]
+
+OFFERS_TOPIC = "offers"
+log = logging.getLogger("offerstream.catalogue")
+
+
+class Catalogue:
+    """The in-memory catalogue of one worker, kept current from the ``offers`` topic."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.offers: dict[str, Offer] = {}
+        self.invalid = 0
+        self.ready = asyncio.Event()
+        self._applied: dict[int, int] = {}  # partition -> next offset to apply
+        self._progress = asyncio.Condition()
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one record of the ``offers`` topic."""
+        if key is None:
+            self.invalid += 1
+            log.warning("offers record without a key ignored")
+            return
+        offer_id = key.decode("utf-8", "replace")
+        if not value:
+            self.offers.pop(offer_id, None)
+            return
+        try:
+            self.offers[offer_id] = parse_offer(orjson.loads(value), offer_id)
+        except (InvalidOffer, orjson.JSONDecodeError) as exc:
+            self.invalid += 1
+            log.warning("invalid offer %r on topic %s ignored: %s", offer_id, OFFERS_TOPIC, exc)
+
+    async def wait_applied(self, partition: int, offset: int, timeout: float = 10.0) -> None:
+        """Wait until the record at ``(partition, offset)`` has been applied here."""
+        async with self._progress:
+            await asyncio.wait_for(
+                self._progress.wait_for(lambda: self._applied.get(partition, 0) > offset), timeout
+            )
+
+    async def run(self) -> None:
+        """Consume the ``offers`` topic for ever (a worker task)."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            partitions = await self._partitions(consumer)
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            while True:
+                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                await self._apply_batch(batch)
+                if not self.ready.is_set() and await self._caught_up(consumer, partitions):
+                    self.ready.set()
+                    log.info("catalogue loaded: %d offers", len(self.offers))
+        finally:
+            await consumer.stop()
+
+    async def _apply_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        if not batch:
+            return
+        for tp, records in batch.items():
+            for record in records:
+                self.apply(record.key, record.value)
+            self._applied[tp.partition] = records[-1].offset + 1
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        for _ in range(100):
+            found = consumer.partitions_for_topic(OFFERS_TOPIC)
+            if found:
+                return [TopicPartition(OFFERS_TOPIC, p) for p in sorted(found)]
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - topic may be new
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {OFFERS_TOPIC!r} does not exist on {self.bootstrap}")
+
+    async def _caught_up(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
+        # The bundled broker's ListOffsets answer can be one past the real end, so trust the
+        # high watermark that Fetch responses carry (BROKER-NOTES).
+        for tp in partitions:
+            high = consumer.highwater(tp)
+            if high is None or await consumer.position(tp) < high:
+                return False
+        return True

@@ -1,0 +1,144 @@
+"""The ``offerstream`` command line: serve, demo, produce, train, erase.
+
+Each subcommand's options are in ``offerstream <command> --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import faust
+
+    from stream.app import quiet_logging
+    from stream.broker import EmbeddedBroker
+    from stream.settings import load_settings
+    from stream.worker import Runtime
+
+    settings = load_settings(broker=args.broker, port=args.port, data_dir=args.data_dir,
+                             host=args.host, partitions=args.partitions)
+    broker = None
+    if settings.broker is None:
+        broker = EmbeddedBroker(log_path=settings.data_dir / "broker.log").start()
+        settings = _with_broker(settings, broker.url)
+        # The bundled broker keeps nothing across restarts; local table state from an earlier
+        # run would claim offsets the new broker never had, so start those tables empty.
+        shutil.rmtree(settings.table_dir, ignore_errors=True)
+        print(f"offerstream: embedded broker on {broker.bootstrap} (memory only)", flush=True)
+    if settings.api_key is None:
+        print("offerstream: WARNING no OFFERSTREAM_API_KEY set: write, consent and erasure calls "
+              "are open (fine for a demo, not for a shop)", flush=True)
+    quiet_logging(settings.log_level)
+    runtime = Runtime(settings)
+    print(f"offerstream: worker serving {settings.url} (broker {settings.broker})", flush=True)
+    try:
+        worker = faust.Worker(runtime.app, loglevel=settings.log_level, quiet=True,
+                              redirect_stdouts=False, override_logging=False)
+        worker.execute_from_commandline()
+    finally:
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+def _with_broker(settings, url: str):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    return replace(settings, broker=url)
+
+
+def _produce(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from stream.producer import produce_files
+
+    report = asyncio.run(produce_files(args.broker.removeprefix("kafka://"), args.files, rate=args.rate,
+                                       shift_to_now=args.shift_to_now))
+    print(f"produced {report['sent']} events, rejected {report['rejected']} "
+          f"in {report['seconds']:.1f} s ({report['rate']:.0f} events/s)")
+    return 1 if report["rejected"] else 0
+
+
+def _erase(args: argparse.Namespace) -> int:
+    import orjson
+
+    from stream.client import ApiClient
+
+    client = ApiClient(args.url, api_key=args.api_key)
+    status, body = client.request("DELETE", f"/v1/customers/{args.customer_id}")
+    print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+    return 0 if status == 200 else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(port=args.port, data_dir=args.data_dir, households=args.households,
+                    keep_running=not args.exit_when_ready)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.cli import train_command
+
+    return train_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``offerstream`` command."""
+    parser = argparse.ArgumentParser(prog="offerstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a worker (starts the embedded broker without --broker)")
+    serve.add_argument("--broker", help="kafka://host:port of a Kafka cluster; default: embedded broker")
+    serve.add_argument("--port", type=int, help="HTTP port (default 6066)")
+    serve.add_argument("--host", help="HTTP host to bind and advertise (default 127.0.0.1)")
+    serve.add_argument("--data-dir", type=Path, help="local state directory (default ./offerstream-data)")
+    serve.add_argument("--partitions", type=int, help="partitions of events and tables (default 4)")
+    serve.set_defaults(func=_serve)
+
+    demo = sub.add_parser("demo", help="the whole system on the embedded default with sample data")
+    demo.add_argument("--port", type=int, default=6066)
+    demo.add_argument("--data-dir", type=Path, default=Path("offerstream-data/demo"))
+    demo.add_argument("--households", type=int, default=300, help="Complete Journey households to replay")
+    demo.add_argument("--exit-when-ready", action="store_true", help="stop after the example call")
+    demo.set_defaults(func=_demo)
+
+    produce = sub.add_parser("produce", help="replay event files (JSON lines, .gz ok) into the stream")
+    produce.add_argument("files", nargs="+", type=Path)
+    produce.add_argument("--broker", required=True, help="kafka://host:port")
+    produce.add_argument("--rate", type=float, default=0.0, help="events per second (0 = as fast as possible)")
+    produce.add_argument("--shift-to-now", action="store_true", help="move timestamps so the last event is now")
+    produce.set_defaults(func=_produce)
+
+    train = sub.add_parser("train", help="offline retraining: replay, fit, evaluate, export, register")
+    train.add_argument("--events", nargs="+", type=Path, required=True, help="event files (JSON lines, .gz ok)")
+    train.add_argument("--offers", type=Path, help="offers file (JSON lines); default: offers found in events")
+    train.add_argument("--out", type=Path, required=True, help="report and bundle directory")
+    train.add_argument("--registry", type=Path, help="register and promote the model in this registry")
+    train.add_argument("--assume-consent", action="store_true",
+                       help="the data carries no consent (a public data set): treat it as granted")
+    train.set_defaults(func=_train)
+
+    erase = sub.add_parser("erase", help="erase a customer everywhere (DELETE /v1/customers/{id})")
+    erase.add_argument("customer_id")
+    erase.add_argument("--url", default="http://127.0.0.1:6066", help="any worker's base URL")
+    erase.add_argument("--api-key", default=None, help="default: $OFFERSTREAM_API_KEY")
+    erase.set_defaults(func=_erase)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``offerstream`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

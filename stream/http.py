@@ -1,0 +1,113 @@
+"""HTTP plumbing shared by the views: JSON responses, errors, access keys, owner forwarding.
+
+HTTP status codes are decided here and nowhere in the core:
+
+=======================================  ======
+``models.errors.ValidationError``        400
+missing or wrong bearer key              401
+``models.errors.NotFound``               404
+body over the size limit                 413
+no owner known / recovery in progress    503 with ``Retry-After``
+``models.errors.ModelError``             503
+=======================================  ======
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web as aioweb
+
+from models.errors import ModelError, NotFound, ValidationError
+
+__all__ = [
+    "ApiError",
+    "Unavailable",
+    "json_response",
+    "error_response",
+    "handler",
+    "check_key",
+    "read_json",
+    "FORWARDED_HEADER",
+]
+
+FORWARDED_HEADER = "X-Offerstream-Forwarded"
+log = logging.getLogger("offerstream.http")
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, raised by views."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
+
+
+class Unavailable(ApiError):
+    """The owner of a key is unknown or still recovering: retry shortly."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(503, "unavailable", detail, {"Retry-After": "1"})
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> aioweb.Response:
+    """An ``application/json`` response serialized with orjson."""
+    return aioweb.Response(body=orjson.dumps(body), status=status, headers=headers,
+                           content_type="application/json")
+
+
+def error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None,
+                   **extra: Any) -> aioweb.Response:
+    """The JSON error shape ``{error, detail}`` of every failed call."""
+    return json_response({"error": error, "detail": detail, **extra}, status, headers)
+
+
+def handler(fn: Callable[..., Awaitable[aioweb.Response]]) -> Callable[..., Awaitable[aioweb.Response]]:
+    """Wrap a view method so every failure becomes a JSON error with the right status."""
+
+    @functools.wraps(fn)
+    async def wrapped(self: Any, request: aioweb.Request, **kwargs: Any) -> aioweb.Response:
+        try:
+            return await fn(self, request, **kwargs)
+        except ApiError as exc:
+            return error_response(exc.status, exc.error, exc.detail, exc.headers)
+        except ValidationError as exc:
+            return error_response(400, "invalid", str(exc), field=exc.field)
+        except NotFound as exc:
+            return error_response(404, "not_found", str(exc))
+        except ModelError as exc:
+            return error_response(503, "model_unavailable", str(exc), {"Retry-After": "5"})
+        except aioweb.HTTPRequestEntityTooLarge as exc:
+            return error_response(413, "too_large", f"body over {exc.max_size} bytes")
+        except Exception:
+            log.exception("unhandled error in %s", fn.__qualname__)
+            return error_response(500, "internal", "unexpected server error; see the worker log")
+
+    return wrapped
+
+
+def check_key(request: aioweb.Request, key: str | None) -> None:
+    """Require ``Authorization: Bearer <key>`` when ``key`` is configured (timing-safe)."""
+    if key is None:
+        return
+    given = request.headers.get("Authorization", "")
+    expected = f"Bearer {key}"
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(401, "unauthorized", "missing or wrong bearer key",
+                       {"WWW-Authenticate": 'Bearer realm="offerstream"'})
+
+
+async def read_json(request: aioweb.Request) -> Any:
+    """Read and decode a JSON body (400 naming the problem if it is not JSON)."""
+    body = await request.read()
+    if not body.strip():
+        raise ApiError(400, "invalid", "empty body: a JSON object is required")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid", f"body is not valid JSON: {exc}") from None

@@ -1,0 +1,108 @@
+"""One frozen settings object, read from the CLI and ``OFFERSTREAM_*`` environment variables.
+
+Secrets (API keys, the hash key) are never printed: ``repr`` masks them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "load_settings"]
+
+SECRET_FIELDS = frozenset({"api_key", "score_key", "hash_key"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Worker settings.
+
+    Attributes
+    ----------
+    broker : str or None
+        ``kafka://host:port``; ``None`` means "start the bundled broker on loopback".
+    host, port : str, int
+        Where this worker's HTTP API listens.
+    data_dir : Path
+        Local state: RocksDB tables, model registry, hash key.
+    partitions : int
+        Partitions of the ``events`` topic and of the tables (must match across workers).
+    app_id : str
+        Kafka consumer group and topic prefix of the tables.
+    api_key, score_key : str or None
+        Bearer keys for write/admin calls and for ``POST /v1/score``.
+    hash_key : bytes
+        Key of the HMAC that hashes customer ids in logs and the audit trail.
+    model_poll_s : float
+        How often workers look for a newly promoted model.
+    """
+
+    broker: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 6066
+    data_dir: Path = Path("offerstream-data")
+    partitions: int = 4
+    app_id: str = "offerstream"
+    api_key: str | None = None
+    score_key: str | None = None
+    hash_key: bytes = field(default=b"", repr=False)
+    model_poll_s: float = 2.0
+    log_level: str = "WARNING"
+    store: str = "offerstream-rocksdb://"
+
+    def __repr__(self) -> str:
+        shown = {f.name: ("***" if f.name in SECRET_FIELDS and getattr(self, f.name) else getattr(self, f.name))
+                 for f in fields(self)}
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+    @property
+    def registry_dir(self) -> Path:
+        """The model registry of this installation."""
+        return self.data_dir / "models"
+
+    @property
+    def table_dir(self) -> Path:
+        """Where this worker's RocksDB tables live (one folder per port: one per worker)."""
+        return self.data_dir / f"worker-{self.port}"
+
+    @property
+    def url(self) -> str:
+        """This worker's own base URL."""
+        return f"http://{self.host}:{self.port}"
+
+
+def _hash_key(data_dir: Path) -> bytes:
+    """The installation's HMAC key: from the environment, else created once in ``data_dir``."""
+    env = os.environ.get("OFFERSTREAM_HASH_KEY")
+    if env:
+        return env.encode()
+    path = data_dir / "hash.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip().encode()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from ``OFFERSTREAM_*`` variables, then CLI ``overrides`` (``None`` = not given)."""
+    env = os.environ
+    values: dict[str, Any] = {
+        "broker": env.get("OFFERSTREAM_BROKER") or None,
+        "host": env.get("OFFERSTREAM_HOST", "127.0.0.1"),
+        "port": int(env.get("OFFERSTREAM_PORT", "6066")),
+        "data_dir": Path(env.get("OFFERSTREAM_DATA_DIR", "offerstream-data")),
+        "partitions": int(env.get("OFFERSTREAM_PARTITIONS", "4")),
+        "app_id": env.get("OFFERSTREAM_APP_ID", "offerstream"),
+        "api_key": env.get("OFFERSTREAM_API_KEY") or None,
+        "score_key": env.get("OFFERSTREAM_SCORE_KEY") or None,
+        "log_level": env.get("OFFERSTREAM_LOG_LEVEL", "WARNING"),
+        "model_poll_s": float(env.get("OFFERSTREAM_MODEL_POLL_S", "2.0")),
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["data_dir"] = Path(values["data_dir"]).resolve()
+    settings = Settings(**values)
+    return replace(settings, hash_key=_hash_key(settings.data_dir))

@@ -1,0 +1,85 @@
+"""Topics and tables of a worker, with one key serializer end to end.
+
+Keys everywhere are plain UTF-8 strings written as raw bytes, as Kafka's string serializer writes
+them, so an outside producer's default partitioner, the tables' changelogs and request routing all
+agree on which partition (and so which worker) owns a customer. Values are raw bytes that the core
+encodes and decodes with orjson.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+
+from models.consent import ConsentState
+from models.profile import Profile
+from stream.catalogue import OFFERS_TOPIC
+from stream.settings import Settings
+
+__all__ = ["Topology", "declare"]
+
+
+@dataclass
+class Topology:
+    """The topics and tables of one worker."""
+
+    events: Any
+    offers: Any
+    decisions: Any
+    dead_letter: Any
+    profiles: Any
+    consent: Any
+
+    def read_consent(self, customer_id: str) -> ConsentState:
+        """The customer's consent; unknown = everything off."""
+        raw = self.consent.get(customer_id.encode())
+        return ConsentState.from_dict(orjson.loads(raw) if raw else None)
+
+    def write_consent(self, customer_id: str, state: ConsentState) -> None:
+        """Store consent (a changelog message is produced)."""
+        self.consent[customer_id.encode()] = orjson.dumps(state.to_dict())
+
+    def read_profile(self, customer_id: str) -> Profile | None:
+        """The customer's profile, or ``None`` if none is stored."""
+        raw = self.profiles.get(customer_id.encode())
+        return Profile.from_dict(orjson.loads(raw)) if raw else None
+
+    def write_profile(self, customer_id: str, profile: Profile) -> None:
+        """Store a profile (a changelog message is produced)."""
+        self.profiles[customer_id.encode()] = orjson.dumps(profile.to_dict())
+
+    def erase_profile(self, customer_id: str) -> bool:
+        """Delete a stored profile (a tombstone goes to the changelog); True if one existed."""
+        key = customer_id.encode()
+        if self.profiles.get(key) is None:
+            return False
+        del self.profiles[key]
+        return True
+
+    def erase_consent(self, customer_id: str) -> bool:
+        """Delete stored consent and choices (a tombstone goes to the changelog)."""
+        key = customer_id.encode()
+        if self.consent.get(key) is None:
+            return False
+        del self.consent[key]
+        return True
+
+
+def declare(app: faust.App, settings: Settings) -> Topology:
+    """Declare the topics and tables on ``app``."""
+    raw = {"key_type": str, "key_serializer": "raw", "value_serializer": "raw"}
+    # Tables derive their serializers from the types: bytes means raw, so keys are the UTF-8
+    # bytes of the customer id, exactly what an outside producer's string serializer writes.
+    table_opts = {"key_type": bytes, "value_type": bytes, "partitions": settings.partitions,
+                  "use_partitioner": True}
+    return Topology(
+        events=app.topic("events", partitions=settings.partitions, **raw),
+        offers=app.topic(OFFERS_TOPIC, partitions=1, **raw),
+        decisions=app.topic("decisions", partitions=settings.partitions, **raw),
+        dead_letter=app.topic("events-dead-letter", partitions=1, **raw),
+        profiles=app.Table("profiles", **table_opts),
+        consent=app.Table("consent", **table_opts),
+    )

@@ -1,0 +1,172 @@
+"""The HTTP API of DESIGN.md. Views stay thin: validate, route to the owner, call the core, reply.
+
+Every customer call is answered by the worker that owns the customer's partition; another worker
+forwards the request, body and headers included, and relays the answer.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web as aioweb
+from faust.web import View
+
+from models.catalog import parse_offer
+from models.consent import apply_update, parse_update
+from models.decision import decide, parse_score_request
+from models.errors import InvalidEvent, NotFound
+from models.events import Event, parse_payload
+from stream.http import ApiError, check_key, handler, json_response, read_json
+
+if TYPE_CHECKING:
+    from stream.worker import Runtime
+
+__all__ = ["register_views"]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _gpc(request: aioweb.Request) -> bool:
+    return request.headers.get("Sec-GPC", "").strip() == "1"
+
+
+def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per route
+    """Attach every route of the HTTP API to the runtime's app."""
+    app = rt.app
+
+    @app.page("/v1/events")
+    class Events(View):
+        @handler
+        async def post(self, request: aioweb.Request) -> aioweb.Response:
+            check_key(request, rt.settings.api_key)
+            try:
+                items = parse_payload(await request.read())
+            except InvalidEvent as exc:
+                raise ApiError(400, "invalid", str(exc)) from None
+            good = [item for item in items if isinstance(item, Event)]
+            rejected = [{"index": i, "field": e.field, "error": str(e)}
+                        for i, e in enumerate(items) if isinstance(e, InvalidEvent)]
+            if not good:
+                return json_response({"error": "invalid", "detail": rejected[0]["error"],
+                                      "accepted": 0, "rejected": rejected}, 400)
+            await rt.publish_events(good)
+            rt.metrics.inc("events_accepted_total", len(good))
+            rt.metrics.inc("events_rejected_total", len(rejected))
+            return json_response({"accepted": len(good), "rejected": rejected}, 202)
+
+    @app.page("/v1/score")
+    class Score(View):
+        @handler
+        async def post(self, request: aioweb.Request) -> aioweb.Response:
+            started = time.perf_counter()
+            check_key(request, rt.settings.score_key)
+            body = await read_json(request)
+            score_request = parse_score_request(body, header_gpc=_gpc(request))
+            forwarded = await rt.forward_if_remote(request, score_request.customer_id)
+            if forwarded is not None:
+                return forwarded
+            rt.require_ready()
+            consent = rt.topology.read_consent(score_request.customer_id)
+            wants_profile = consent.flags["personalize"] and consent.flags["profile"]
+            profile = rt.topology.read_profile(score_request.customer_id) if wants_profile else None
+            response, audit = decide(
+                score_request, consent, profile, rt.catalogue.offers, rt.model.scorer,
+                _now_ms(), uuid.uuid4().hex, rt.settings.hash_key,
+            )
+            await rt.topology.decisions.send(key=audit["customer_hash"], value=orjson.dumps(audit))
+            rt.metrics.inc(f'decisions_total{{mode="{audit["mode"]}"}}')
+            rt.metrics.observe_score(time.perf_counter() - started)
+            return json_response(response)
+
+    @app.page("/v1/customers/{customer_id}/consent")
+    class Consent(View):
+        @handler
+        async def put(self, request: aioweb.Request, customer_id: str) -> aioweb.Response:
+            check_key(request, rt.settings.api_key)
+            body = await read_json(request)
+            update = parse_update(body, header_gpc=_gpc(request))
+            forwarded = await rt.forward_if_remote(request, customer_id)
+            if forwarded is not None:
+                return forwarded
+            rt.require_ready()
+            change = apply_update(rt.topology.read_consent(customer_id), update, _now_ms())
+            rt.topology.write_consent(customer_id, change.state)
+            erased = rt.topology.erase_profile(customer_id) if "profile" in change.revoked else False
+            await rt.app.producer.flush()  # effective and durable when we answer
+            return json_response({
+                "customer_id": customer_id, "consent": change.state.basis(),
+                "granted": change.granted, "revoked": change.revoked, "ignored": change.ignored,
+                "profile_erased": erased,
+            })
+
+    @app.page("/v1/customers/{customer_id}")
+    class Customer(View):
+        @handler
+        async def get(self, request: aioweb.Request, customer_id: str) -> aioweb.Response:
+            check_key(request, rt.settings.api_key)
+            forwarded = await rt.forward_if_remote(request, customer_id)
+            if forwarded is not None:
+                return forwarded
+            rt.require_ready()
+            consent = rt.topology.read_consent(customer_id)
+            profile = rt.topology.read_profile(customer_id)
+            stored = consent.epoch > 0 or consent.dismissed or consent.exclude_categories or profile
+            if not stored:
+                raise NotFound(f"nothing is stored about customer {customer_id!r}")
+            return json_response({
+                "customer_id": customer_id,
+                "consent": consent.basis(),
+                "choices": {"exclude_categories": consent.exclude_categories,
+                            "channels": consent.channels, "dismissed": consent.dismissed},
+                "profile": profile.to_dict() if profile is not None else None,
+            })
+
+        @handler
+        async def delete(self, request: aioweb.Request, customer_id: str) -> aioweb.Response:
+            check_key(request, rt.settings.api_key)
+            forwarded = await rt.forward_if_remote(request, customer_id)
+            if forwarded is not None:
+                return forwarded
+            rt.require_ready()
+            return json_response(await rt.erase(customer_id))
+
+    @app.page("/v1/offers/{offer_id}")
+    class OfferView(View):
+        @handler
+        async def put(self, request: aioweb.Request, offer_id: str) -> aioweb.Response:
+            check_key(request, rt.settings.api_key)
+            offer = parse_offer(await read_json(request), offer_id)
+            await rt.publish_offer(offer)
+            return json_response(offer.to_dict())
+
+        @handler
+        async def get(self, request: aioweb.Request, offer_id: str) -> aioweb.Response:
+            offer = rt.catalogue.offers.get(offer_id)
+            if offer is None:
+                raise NotFound(f"no offer {offer_id!r}")
+            return json_response(offer.to_dict())
+
+    @app.page("/v1/offers")
+    class Offers(View):
+        @handler
+        async def get(self, request: aioweb.Request) -> aioweb.Response:
+            offers = [o.to_dict() for _, o in sorted(rt.catalogue.offers.items())]
+            return json_response({"offers": offers, "count": len(offers)})
+
+    @app.page("/health")
+    class Health(View):
+        @handler
+        async def get(self, request: aioweb.Request) -> aioweb.Response:
+            report: dict[str, Any] = rt.health()
+            return json_response(report, 200 if report["ready"] else 503)
+
+    @app.page("/metrics")
+    class MetricsView(View):
+        @handler
+        async def get(self, request: aioweb.Request) -> aioweb.Response:
+            return aioweb.Response(text=rt.render_metrics(), content_type="text/plain")

@@ -1,0 +1,168 @@
+"""One worker's runtime: the app, its topology, catalogue, model and metrics, wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web as aioweb
+from aiokafka.partitioner import DefaultPartitioner
+from faust.types import TP
+
+from models.catalog import Offer
+from models.events import Event
+from models.registry import ModelRegistry
+from stream.agents import register_agents
+from stream.app import create_app
+from stream.catalogue import Catalogue
+from stream.http import FORWARDED_HEADER, Unavailable
+from stream.metrics import Metrics
+from stream.model_holder import ModelHolder
+from stream.settings import Settings
+from stream.topology import declare
+from stream.views import register_views
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("offerstream.worker")
+FORWARD_HEADERS = ("authorization", "content-type", "sec-gpc")
+FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+class Runtime:
+    """Everything one worker runs; agents and views receive it instead of globals."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.broker is None:
+            raise ValueError("Runtime needs a broker URL")
+        self.settings = settings
+        self.app = create_app(settings)
+        self.topology = declare(self.app, settings)
+        self.catalogue = Catalogue(settings.broker.removeprefix("kafka://"))
+        self.model = ModelHolder(ModelRegistry(settings.registry_dir))
+        self.metrics = Metrics()
+        self._partitioner = DefaultPartitioner()
+        self._partitions = list(range(settings.partitions))
+        self.started_at = time.time()
+        register_agents(self)
+        register_views(self)
+        self._register_tasks()
+
+    # ---- placement -------------------------------------------------------------------------
+    def events_partition(self, customer_id: str) -> int:
+        """The partition that owns a customer: Kafka's default partitioner on the UTF-8 id."""
+        return int(self._partitioner(customer_id.encode(), self._partitions, self._partitions))
+
+    def owns(self, customer_id: str) -> bool:
+        """True if this worker actively owns the customer's partition now."""
+        return TP("events", self.events_partition(customer_id)) in self.app.consumer.assignment()
+
+    def owner_url(self, customer_id: str) -> str:
+        """Base URL of the worker that owns ``customer_id`` (503 if nobody is known to)."""
+        if self.owns(customer_id):
+            return self.settings.url
+        changelog = self.topology.consent.changelog_topic.get_topic_name()
+        partition = self.events_partition(customer_id)
+        for host, topics in self.app.router.table_metadata("consent").items():
+            if partition in topics.get(changelog, ()):
+                return str(host).rstrip("/")
+        raise Unavailable("the owner of this customer is not known yet (group rebalancing)")
+
+    async def forward_if_remote(self, request: aioweb.Request, customer_id: str) -> aioweb.Response | None:
+        """Relay the request to the owning worker, or return ``None`` to handle it here."""
+        if request.headers.get(FORWARDED_HEADER):
+            if not self.owns(customer_id):
+                raise Unavailable("ownership of this customer is moving between workers")
+            return None
+        owner = self.owner_url(customer_id)
+        if owner == self.settings.url:
+            return None
+        headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARD_HEADERS}
+        headers[FORWARDED_HEADER] = "1"
+        self.metrics.inc("requests_forwarded_total")
+        try:
+            async with self.app.http_client.request(
+                request.method, owner + request.path_qs, data=await request.read(),
+                headers=headers, timeout=FORWARD_TIMEOUT,
+            ) as response:
+                body = await response.read()
+                extra = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else None
+                return aioweb.Response(body=body, status=response.status, headers=extra,
+                                       content_type=response.content_type)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise Unavailable(f"the owning worker did not answer ({type(exc).__name__})") from None
+
+    # ---- readiness -------------------------------------------------------------------------
+    def recovered(self) -> bool:
+        """True once table recovery has completed and none is running."""
+        return self.app.tables.recovery.completed.is_set() and not self.app.in_recovery
+
+    def require_ready(self) -> None:
+        """Refuse with 503 while this worker's state is not complete."""
+        if not self.recovered():
+            raise Unavailable("this worker is recovering its state")
+
+    def health(self) -> dict[str, Any]:
+        """Readiness as it really is."""
+        ready = self.recovered() and self.catalogue.ready.is_set()
+        return {
+            "ready": ready, "recovered": self.recovered(), "catalogue_loaded": self.catalogue.ready.is_set(),
+            "offers": len(self.catalogue.offers), "model_version": self.model.scorer.version,
+            "model_loaded": self.model.loaded, "model_error": self.model.last_error,
+            "assigned_partitions": sorted(tp.partition for tp in self.app.consumer.assignment()
+                                          if tp.topic == "events"),
+            "open_access": self.settings.api_key is None,
+        }
+
+    def render_metrics(self) -> str:
+        """Prometheus text for ``/metrics``."""
+        self.metrics.gauges["offers"] = len(self.catalogue.offers)
+        self.metrics.gauges["ready"] = int(self.health()["ready"])
+        self.metrics.info["model_version"] = self.model.scorer.version
+        return self.metrics.render()
+
+    # ---- writes ----------------------------------------------------------------------------
+    async def publish_events(self, events: list[Event]) -> None:
+        """Produce events to ``events`` keyed by customer id and wait until the broker has them."""
+        futures = [await self.topology.events.send(key=e.customer_id, value=orjson.dumps(e.data))
+                   for e in events]
+        await asyncio.gather(*futures)
+
+    async def publish_offer(self, offer: Offer) -> None:
+        """Write an offer to the ``offers`` topic and wait until this worker's catalogue has it."""
+        future = await self.topology.offers.send(key=offer.offer_id, value=orjson.dumps(offer.to_dict()))
+        metadata = await future
+        await self.catalogue.wait_applied(metadata.partition, metadata.offset)
+
+    async def erase(self, customer_id: str) -> dict[str, Any]:
+        """Delete everything stored about a customer; tombstones reach every changelog."""
+        removed_profile = self.topology.erase_profile(customer_id)
+        removed_consent = self.topology.erase_consent(customer_id)
+        await self.app.producer.flush()
+        return {
+            "customer_id": customer_id, "erased_at": int(time.time() * 1000),
+            "stores": [
+                {"store": "profiles", "removed": removed_profile, "changelog_tombstone": removed_profile},
+                {"store": "consent", "removed": removed_consent, "changelog_tombstone": removed_consent},
+            ],
+        }
+
+    # ---- background tasks ------------------------------------------------------------------
+    def _register_tasks(self) -> None:
+        app = self.app
+
+        @app.task
+        async def start_catalogue() -> None:
+            for topic in (self.topology.offers, self.topology.decisions, self.topology.dead_letter):
+                await topic.maybe_declare()
+            await self.catalogue.run()
+
+        @app.timer(self.settings.model_poll_s)
+        async def poll_model() -> None:
+            await asyncio.get_running_loop().run_in_executor(None, self.model.refresh)
+
+        self.model.refresh()
