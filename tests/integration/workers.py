@@ -1,0 +1,93 @@
+"""Real worker processes for integration tests: ``python -m stream.cli serve`` on a free port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stream.broker import free_port
+from stream.client import ApiClient
+
+__all__ = ["WorkerProcess", "wait_until"]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last value: {last!r})")
+
+
+class WorkerProcess:
+    """One ``offerstream serve`` worker in its own process and data directory."""
+
+    def __init__(self, broker_url: str, data_dir: Path, *, app_id: str, registry: Path | None = None,
+                 partitions: int = 4, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir / f"worker-{self.port}.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if registry is not None and not (data_dir / "models").exists():
+            shutil.copytree(registry, data_dir / "models")
+        self.env = {**os.environ, "OFFERSTREAM_APP_ID": app_id, "OFFERSTREAM_LOG_LEVEL": "WARNING",
+                    "OFFERSTREAM_HASH_KEY": "test-hash-key", **(env or {})}
+        self.cmd = [sys.executable, "-m", "stream.cli", "serve", "--broker", broker_url,
+                    "--port", str(self.port), "--data-dir", str(data_dir), "--partitions", str(partitions)]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = ApiClient(self.url, api_key=self.env.get("OFFERSTREAM_API_KEY"),
+                                score_key=self.env.get("OFFERSTREAM_SCORE_KEY"))
+
+    def start(self, timeout: float = 60.0) -> WorkerProcess:
+        """Start the process and wait until ``/health`` says ready."""
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=log,  # noqa: S603
+                                     stderr=subprocess.STDOUT)
+        log.close()
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}: {self.log_tail()}")
+            if self.health()[0] == 200:
+                self.ready_after = time.monotonic() - started
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"worker not ready after {timeout} s: {self.log_tail()}")
+
+    def health(self) -> tuple[int, Any]:
+        """``GET /health`` (status 0 if the server does not answer yet)."""
+        try:
+            return self.client.request("GET", "/health")
+        except OSError:
+            return 0, None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the worker's output, for failure messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """Stop the worker (SIGTERM, then SIGKILL if it does not exit)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)

@@ -1,0 +1,382 @@
+"""Point-in-time replay of an event log through the same core code the stream uses.
+
+:func:`replay` walks a log in time order and, per customer, keeps a
+:class:`~models.profile.Profile` and a :class:`~models.consent.ConsentState` exactly as the ingest
+agent (``stream/agents.py::apply_event``) does: ``consent`` events go through
+:func:`~models.consent.parse_update` + :func:`~models.consent.apply_update` and a revoked
+``profile`` erases the profile; ``preference`` and ``offer_dismiss`` update the stated choices;
+every other event reaches :meth:`Profile.apply` only while ``profile`` is granted.
+
+At each ``offer_impression`` of a known offer it takes one training row **before** the impression
+is applied, with :func:`models.features.vectorize` -- the same function that builds the online row.
+
+Choices (recorded in :class:`ReplayResult`)
+-------------------------------------------
+* **Order.** Events must come in ``ts`` order (equal times keep their given order); an event
+  that goes back in time raises :class:`~models.errors.InvalidEvent` naming its index. Sorting
+  would hide a broken export, and the adapters already yield sorted logs.
+* **Duplicates.** An ``event_id`` seen before is skipped (counted in ``duplicates``), before the
+  order check, so an at-least-once redelivery of a whole log replays like the log itself.
+* **Invalid events** (contract or consent body) are counted and listed (index, reason), never
+  dropped silently; they do not stop the replay.
+* **Labels.** 1 if an ``offer_click``/``offer_redeem`` of the same customer and offer follows
+  within the attribution window: ``attribution_ms`` after the impression if given, else until
+  the offer's ``valid_to``, else 7 days. A response whose ``decision_id`` matches open
+  impressions labels only those (so one click never labels several shows of the offer);
+  without a match it labels every open impression of that customer and offer.
+* **Training consent.** A row is kept only if the customer grants ``training`` at impression
+  time; others are counted in ``excluded_no_training_consent``.
+* **Popularity** (``popularity_rate``, ``popularity_log_n``): per offer, over kept rows whose
+  label window **closed** strictly before the current event: ``rate = (positives + 1) /
+  (impressions + 20)`` (a 5 % prior worth 20 impressions) and ``log_n = log1p(impressions)``.
+  An offer with no closed window is absent from the stats and so reads ``(0, 0)``, exactly as an
+  offer missing from a model manifest reads online. A row's own label can therefore never reach
+  its features. The stats at the end of the replay (same definition) go into the manifest.
+
+Examples
+--------
+>>> from models.catalog import parse_offer
+>>> offers = {"o1": parse_offer({"offer_id": "o1", "kind": "discount"})}
+>>> events = [
+...     {"event_id": "i1", "type": "offer_impression", "customer_id": "c1", "ts": 1_700_000_000_000,
+...      "offer_id": "o1", "decision_id": "d1", "position": 0},
+...     {"event_id": "k1", "type": "offer_click", "customer_id": "c1", "ts": 1_700_000_060_000,
+...      "offer_id": "o1", "decision_id": "d1"},
+... ]
+>>> result = replay(events, offers, assume_consent=True)
+>>> result.X.shape[0], result.y.tolist(), result.counts["rows"]
+(1, [1], 1)
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Container, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from models.catalog import Offer
+from models.consent import FLAGS, ConsentState, apply_update, parse_update
+from models.errors import InvalidEvent, ValidationError
+from models.events import CHANNELS, Event, parse_event
+from models.features import FEATURE_NAMES, Context, vectorize
+from models.profile import DAY_MS, Profile
+
+__all__ = [
+    "DEFAULT_ATTRIBUTION_MS",
+    "POPULARITY_PRIOR_RATE",
+    "POPULARITY_PRIOR_N",
+    "RowMeta",
+    "ReplayResult",
+    "replay",
+    "assumed_consent",
+    "popularity",
+]
+
+DEFAULT_ATTRIBUTION_MS = 7 * DAY_MS
+POPULARITY_PRIOR_RATE = 0.05
+POPULARITY_PRIOR_N = 20
+MAX_LISTED_INVALID = 100
+RESPONSE_TYPES = frozenset({"offer_click", "offer_redeem"})
+
+
+class RowMeta(NamedTuple):
+    """Who, what and when of one training row (its label is in ``ReplayResult.y``)."""
+
+    customer_id: str
+    offer_id: str
+    ts: int
+    decision_id: str | None
+    position: int | None
+    propensity: float | None
+
+
+@dataclass
+class ReplayResult:
+    """Everything a replay produced.
+
+    Attributes
+    ----------
+    X : np.ndarray
+        ``(n, len(FEATURE_NAMES))`` float32 rows, one per kept impression, in log order.
+    y : np.ndarray
+        int8 labels.
+    meta : list of RowMeta
+        One entry per row.
+    offer_stats : dict
+        ``offer_id -> (rate, log_n)`` as of the end of the replay (for the model manifest).
+    profiles, consents : dict
+        Final state per customer (erased profiles are absent from ``profiles``).
+    counts : dict
+        ``events, invalid, duplicates, skipped_erased, impressions, unknown_offer, rows,
+        positives, excluded_no_training_consent``.
+    data_range : tuple of int or None
+        ``(min ts, max ts)`` over the valid events, epoch ms.
+    invalid : list of (int, str)
+        The first rejected events: index in the input and reason.
+    settings : dict
+        The choices this replay made (consent assumption, attribution, popularity definition).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    meta: list[RowMeta]
+    offer_stats: dict[str, tuple[float, float]]
+    profiles: dict[str, Profile]
+    consents: dict[str, ConsentState]
+    counts: dict[str, int]
+    data_range: tuple[int, int] | None
+    invalid: list[tuple[int, str]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ts(self) -> np.ndarray:
+        """Row times (epoch ms) as an int64 array, for :func:`training.fit.time_split`."""
+        return np.fromiter((m.ts for m in self.meta), dtype=np.int64, count=len(self.meta))
+
+
+def assumed_consent() -> ConsentState:
+    """The consent assumed for data sets that carry none: every flag but ``sharing`` granted.
+
+    >>> sorted(f for f, v in assumed_consent().flags.items() if not v)
+    ['sharing']
+    """
+    flags = {flag: flag != "sharing" for flag in FLAGS}
+    sources = {flag: "assumed" if flags[flag] else "default" for flag in FLAGS}
+    return ConsentState(flags=flags, sources=sources)
+
+
+def popularity(positives: int, impressions: int) -> tuple[float, float]:
+    """Smoothed response rate and ``log1p(impressions)`` of an offer.
+
+    >>> popularity(0, 0)[0] == POPULARITY_PRIOR_RATE
+    True
+    """
+    prior = POPULARITY_PRIOR_RATE * POPULARITY_PRIOR_N
+    return (positives + prior) / (impressions + POPULARITY_PRIOR_N), math.log1p(impressions)
+
+
+class _Replayer:
+    """Mutable state of one replay; :func:`replay` is the public face."""
+
+    def __init__(self, offers: Mapping[str, Offer], attribution_ms: int | None,
+                 assume_consent: bool, erased: Container[str]) -> None:
+        self.offers, self.attribution_ms = offers, attribution_ms
+        self.assume_consent, self.erased = assume_consent, erased
+        self.profiles: dict[str, Profile] = {}
+        self.consents: dict[str, ConsentState] = {}
+        self.seen_ids: set[str] = set()
+        self.rows: list[np.ndarray] = []
+        self.labels: list[int] = []
+        self.meta: list[RowMeta] = []
+        self.open_rows: dict[tuple[str, str], list[int]] = {}  # (customer, offer) -> row indices
+        self.windows: list[tuple[int, int]] = []  # heap of (window end, row index)
+        self.closed: dict[str, list[int]] = {}  # offer -> [positives, impressions]
+        self.offer_stats: dict[str, tuple[float, float]] = {}
+        self.counts = dict.fromkeys(
+            ("events", "invalid", "duplicates", "skipped_erased", "impressions", "unknown_offer",
+             "rows", "positives", "excluded_no_training_consent"), 0)
+        self.invalid: list[tuple[int, str]] = []
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
+
+    # ---- driving ---------------------------------------------------------------------------
+    def feed(self, index: int, raw: Any) -> None:
+        """Validate, de-duplicate, order-check and apply one raw event."""
+        self.counts["events"] += 1
+        try:
+            event = parse_event(raw)
+            update = parse_update(event.get("consent")) if event.type == "consent" else None
+        except ValidationError as exc:
+            self._reject(index, exc)
+            return
+        if event.event_id in self.seen_ids:
+            self.counts["duplicates"] += 1
+            return
+        self.seen_ids.add(event.event_id)
+        self._check_order(index, event.ts)
+        self._close_windows(event.ts)
+        if event.customer_id in self.erased:
+            self.counts["skipped_erased"] += 1
+            return
+        if update is not None:
+            self._apply_consent(event, update)
+        else:
+            self._apply(event)
+
+    def _reject(self, index: int, exc: ValidationError) -> None:
+        self.counts["invalid"] += 1
+        if len(self.invalid) < MAX_LISTED_INVALID:
+            self.invalid.append((index, str(exc)))
+
+    def _check_order(self, index: int, ts: int) -> None:
+        if self.last_ts is not None and ts < self.last_ts:
+            raise InvalidEvent(
+                f"events[{index}].ts",
+                f"{ts} goes back in time (previous event at {self.last_ts}); replay needs the log "
+                "in ts order: sort it first",
+            )
+        self.first_ts = ts if self.first_ts is None else self.first_ts
+        self.last_ts = ts
+
+    # ---- state updates (mirror stream/agents.py::apply_event) ------------------------------
+    def _consent(self, customer_id: str) -> ConsentState:
+        state = self.consents.get(customer_id)
+        if state is None:
+            state = assumed_consent() if self.assume_consent else ConsentState.unknown()
+            self.consents[customer_id] = state
+        return state
+
+    def _apply_consent(self, event: Event, update: Any) -> None:
+        change = apply_update(self._consent(event.customer_id), update, event.ts)
+        self.consents[event.customer_id] = change.state
+        if "profile" in change.revoked:
+            self.profiles.pop(event.customer_id, None)
+
+    def _apply(self, event: Event) -> None:
+        cid = event.customer_id
+        state = self._consent(cid)
+        if event.type == "preference":
+            if event.get("exclude_categories") is not None:
+                state.exclude_categories = list(event.get("exclude_categories"))
+            if event.get("channels") is not None:
+                state.channels = list(event.get("channels"))
+            return
+        if event.type == "offer_dismiss":
+            state.add_dismissed(event.get("offer_id"))
+        elif event.type == "offer_impression":
+            self._take_row(event, state)
+        elif event.type in RESPONSE_TYPES:
+            self._attribute(event)
+        if state.flags["profile"]:
+            self.profiles.setdefault(cid, Profile()).apply(event)
+
+    # ---- rows and labels -------------------------------------------------------------------
+    def _take_row(self, event: Event, state: ConsentState) -> None:
+        self.counts["impressions"] += 1
+        offer = self.offers.get(event.get("offer_id"))
+        if offer is None:
+            self.counts["unknown_offer"] += 1
+            return
+        if not state.flags["training"]:
+            self.counts["excluded_no_training_consent"] += 1
+            return
+        profile = self.profiles.get(event.customer_id) if state.allows_personalization() else None
+        row = vectorize(profile, [offer], _context(event), event.ts, self.offer_stats)
+        index = len(self.rows)
+        self.rows.append(row[0])
+        self.labels.append(0)
+        self.meta.append(RowMeta(event.customer_id, offer.offer_id, event.ts,
+                                 event.get("decision_id"), event.get("position"),
+                                 event.get("propensity")))
+        self.open_rows.setdefault((event.customer_id, offer.offer_id), []).append(index)
+        heapq.heappush(self.windows, (self._window_end(offer, event.ts), index))
+
+    def _window_end(self, offer: Offer, ts: int) -> int:
+        if self.attribution_ms is not None:
+            return ts + self.attribution_ms
+        return offer.valid_to if offer.valid_to is not None else ts + DEFAULT_ATTRIBUTION_MS
+
+    def _attribute(self, event: Event) -> None:
+        """Label 1 the open impressions of this customer and offer the response answers.
+
+        A response naming the ``decision_id`` of open impressions answers those only; one
+        without a matching ``decision_id`` answers every open impression of the offer.
+        """
+        pending = self.open_rows.get((event.customer_id, event.get("offer_id")), [])
+        decision = event.get("decision_id")
+        matched = [i for i in pending
+                   if decision is not None and self.meta[i].decision_id == decision]
+        for index in matched or pending:
+            self.labels[index] = 1
+
+    def _close_windows(self, now: int) -> None:
+        """Fold rows whose window ended strictly before ``now`` into the popularity stats."""
+        while self.windows and self.windows[0][0] < now:
+            _end, index = heapq.heappop(self.windows)
+            meta = self.meta[index]
+            key = (meta.customer_id, meta.offer_id)
+            pending = self.open_rows[key]
+            pending.remove(index)
+            if not pending:
+                del self.open_rows[key]
+            tally = self.closed.setdefault(meta.offer_id, [0, 0])
+            tally[0] += self.labels[index]
+            tally[1] += 1
+            self.offer_stats[meta.offer_id] = popularity(*tally)
+
+    def result(self) -> ReplayResult:
+        """Freeze the state into a :class:`ReplayResult`."""
+        if self.last_ts is not None:
+            self._close_windows(self.last_ts)
+        X = np.vstack(self.rows).astype(np.float32) if self.rows \
+            else np.empty((0, len(FEATURE_NAMES)), dtype=np.float32)
+        y = np.asarray(self.labels, dtype=np.int8)
+        self.counts["rows"], self.counts["positives"] = len(self.labels), int(y.sum())
+        span = None
+        if self.first_ts is not None and self.last_ts is not None:
+            span = (self.first_ts, self.last_ts)
+        settings = {
+            "assume_consent": self.assume_consent,
+            "attribution": (f"{self.attribution_ms} ms" if self.attribution_ms is not None
+                            else f"offer valid_to, else {DEFAULT_ATTRIBUTION_MS} ms"),
+            "popularity": f"(positives + {POPULARITY_PRIOR_RATE * POPULARITY_PRIOR_N:g}) / "
+                          f"(impressions + {POPULARITY_PRIOR_N}) over closed label windows",
+        }
+        return ReplayResult(X, y, self.meta, dict(self.offer_stats), self.profiles, self.consents,
+                            dict(self.counts), span, list(self.invalid), settings)
+
+
+def _context(event: Event) -> Context:
+    """The page context of an impression: its channel and an OBD-style logged affinity."""
+    channel = event.get("channel", "web")
+    ctx = event.get("context")
+    affinity = ctx.get("affinity") if isinstance(ctx, dict) else None
+    offer_affinity: dict[str, float] = {}
+    if isinstance(affinity, int | float) and not isinstance(affinity, bool) \
+            and math.isfinite(affinity):
+        offer_affinity[event.get("offer_id")] = float(affinity)
+    return Context(channel=channel if channel in CHANNELS else "web", offer_affinity=offer_affinity)
+
+
+def replay(
+    events: Iterable[dict[str, Any]],
+    offers: Mapping[str, Offer],
+    *,
+    attribution_ms: int | None = None,
+    assume_consent: bool = False,
+    erased: Container[str] = (),
+) -> ReplayResult:
+    """Replay an event log point-in-time and return training rows, labels and final state.
+
+    Parameters
+    ----------
+    events : iterable of dict
+        Contract events (decoded JSON) in ``ts`` order.
+    offers : mapping of str to Offer
+        The catalogue; impressions of other offers give no row (counted as ``unknown_offer``).
+    attribution_ms : int, optional
+        Fixed attribution window after each impression; default the offer's ``valid_to``,
+        else 7 days.
+    assume_consent : bool
+        For public data sets without consent: every customer starts with every flag but
+        ``sharing`` granted (sources ``"assumed"``). Default: unknown consent, everything off.
+    erased : container of str
+        The erasure ledger: these customers are skipped entirely.
+
+    Returns
+    -------
+    ReplayResult
+
+    Raises
+    ------
+    InvalidEvent
+        If a valid, new event's ``ts`` is earlier than the previous one's (named by its index).
+    """
+    replayer = _Replayer(offers, attribution_ms, assume_consent, erased)
+    for index, raw in enumerate(events):
+        replayer.feed(index, raw)
+    return replayer.result()
