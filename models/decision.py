@@ -66,7 +66,8 @@ def parse_score_request(body: Any, *, header_gpc: bool = False) -> ScoreRequest:
     consent = None
     if body.get("consent") is not None or header_gpc:
         try:
-            consent = parse_update(body.get("consent") or {}, header_gpc=header_gpc)
+            given = body.get("consent")
+            consent = parse_update({} if given is None else given, header_gpc=header_gpc)
         except InvalidConsent as exc:
             raise InvalidRequest(f"consent.{exc.field}".rstrip("."), exc.reason) from None
     return ScoreRequest(cid, k, parse_context(body.get("context")), candidates, consent)

@@ -262,17 +262,18 @@ def parse_payload(body: bytes) -> list[Event | InvalidEvent]:
     try:
         decoded = orjson.loads(stripped)
     except orjson.JSONDecodeError:
-        return _parse_ndjson(stripped)
+        return _parse_ndjson(body)
     values = decoded if isinstance(decoded, list) else [decoded]
     return [_try_parse(v) for v in values]
 
 
 def _parse_ndjson(body: bytes) -> list[Event | InvalidEvent]:
-    lines = [line for line in body.split(b"\n") if line.strip()]
+    # Number lines as they are in the body (blank lines included), so an error points at them.
+    lines = [(n, line) for n, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
     if len(lines) < 2:
         raise InvalidEvent("", "body is not valid JSON (nor NDJSON with one object per line)")
     out: list[Event | InvalidEvent] = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in lines:
         try:
             out.append(_try_parse(orjson.loads(line)))
         except orjson.JSONDecodeError as exc:

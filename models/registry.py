@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import orjson
+
 from models.errors import ModelError, NotFound
 from models.scorer import MANIFEST, MODEL_FILE, OnnxScorer, load_bundle
 
@@ -43,7 +45,8 @@ class ModelRegistry:
         """Registered versions, oldest first."""
         if not self.versions_dir.is_dir():
             return []
-        return sorted(p.name for p in self.versions_dir.iterdir() if (p / MANIFEST).is_file())
+        return sorted(p.name for p in self.versions_dir.iterdir()
+                      if not p.name.startswith(".") and (p / MANIFEST).is_file())  # skip staging
 
     def register(self, bundle_dir: str | Path, *, promote: bool = False) -> str:
         """Validate a bundle and copy it into the registry; return its version.
@@ -54,8 +57,18 @@ class ModelRegistry:
             If the bundle does not load (nothing is registered then).
         """
         scorer = load_bundle(bundle_dir)
-        target = self.versions_dir / scorer.version
-        if not target.exists():
+        version = scorer.version
+        # The version names a directory: a path ("../x", "a/b"), "" or a dot name would escape
+        # the registry or clash with its staging directories.
+        if not version or version.startswith(".") or Path(version).name != version or "\\" in version:
+            raise ModelError(f"model_version {version!r} is not a plain directory name")
+        target = self.versions_dir / version
+        if target.exists():
+            # Same version, different model: refuse rather than keep serving the old one silently.
+            existing = _manifest_sha256(target)
+            if existing != scorer.manifest.get("sha256"):
+                raise ModelError(f"model version {version!r} is already registered with another model")
+        else:
             self.versions_dir.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=self.versions_dir, prefix=".staging-"))
             for name in (MANIFEST, MODEL_FILE):
@@ -97,3 +110,10 @@ class ModelRegistry:
         if not path.is_dir():
             raise ModelError(f"promoted version {version!r} is missing from {self.versions_dir}")
         return load_bundle(path)
+
+
+def _manifest_sha256(directory: Path) -> object:
+    try:
+        return orjson.loads((directory / MANIFEST).read_bytes()).get("sha256")
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return None

@@ -1,0 +1,156 @@
+"""The one feature vector: shape, order, and what a missing profile zeroes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from models.catalog import parse_offer
+from models.errors import InvalidRequest
+from models.events import parse_event
+from models.features import (
+    CUSTOMER_FEATURES,
+    FEATURE_NAMES,
+    PAIR_FEATURES,
+    Context,
+    customer_features,
+    parse_context,
+    vectorize,
+)
+from models.profile import DAY_MS, Profile
+
+NOW = 1_714_557_600_000  # Wednesday 2024-05-01T10:00:00Z
+F = {name: i for i, name in enumerate(FEATURE_NAMES)}
+CUST = [F[n] for n in CUSTOMER_FEATURES]
+PAIR = [F[n] for n in PAIR_FEATURES]
+
+OFFERS = [
+    parse_offer({"offer_id": "o_shoes", "category": "shoes", "kind": "discount", "discount_pct": 20}),
+    parse_offer({"offer_id": "o_bags", "category": "bags", "kind": "partner"}),
+    parse_offer({"offer_id": "o_toys", "category": "toys", "kind": "loyalty",
+                 "valid_from": NOW - 2 * DAY_MS, "valid_to": NOW + 5 * DAY_MS}),
+]
+
+
+def profile() -> Profile:
+    p = Profile()
+    n = 0
+
+    def apply(etype: str, ts: int, **fields: Any) -> None:
+        nonlocal n
+        n += 1
+        p.apply(parse_event({"event_id": f"e{n}", "type": etype, "customer_id": "c", "ts": ts, **fields}))
+
+    for _ in range(3):
+        apply("page_view", NOW - 3_600_000, category="shoes")
+    apply("page_view", NOW - 3_600_000, category="bags")
+    apply("add_to_cart", NOW - 600_000, item_id="s1", category="shoes", price=30.0, quantity=1)
+    apply("offer_impression", NOW - 300_000, offer_id="o_shoes")
+    apply("offer_impression", NOW - 200_000, offer_id="o_shoes")
+    apply("offer_click", NOW - 100_000, offer_id="o_shoes")
+    apply("purchase", NOW - 2 * DAY_MS, items=[{"item_id": "x", "category": "toys", "price": 10.0}],
+          channel="store", total=10.0)
+    return p
+
+
+def test_feature_names_are_unique_and_blocks_ordered() -> None:
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
+    assert FEATURE_NAMES[: len(CUSTOMER_FEATURES)] == CUSTOMER_FEATURES
+    assert FEATURE_NAMES[0] == "personalized"
+
+
+@pytest.mark.parametrize("p", [None, "profile"])
+def test_shape_dtype_and_order(p: Any) -> None:
+    prof = profile() if p else None
+    X = vectorize(prof, OFFERS, Context(), NOW)
+    assert X.shape == (len(OFFERS), len(FEATURE_NAMES)) and X.dtype == np.float32
+    assert np.all(np.isfinite(X))
+    # rows follow the offers' order
+    assert X[:, F["discount"]].tolist() == pytest.approx([0.2, 0.0, 0.0])
+    assert X[:, F["kind_discount"]].tolist() == [1.0, 0.0, 0.0]
+    assert X[:, F["kind_third_party"]].tolist() == [0.0, 1.0, 0.0]
+    assert X[:, F["kind_loyalty"]].tolist() == [0.0, 0.0, 1.0]
+    assert vectorize(prof, list(reversed(OFFERS)), Context(), NOW).tolist() == X[::-1].tolist()
+
+
+def test_no_offers_gives_an_empty_matrix() -> None:
+    X = vectorize(profile(), [], Context(), NOW)
+    assert X.shape == (0, len(FEATURE_NAMES)) and X.dtype == np.float32
+
+
+def test_without_profile_customer_and_pair_features_are_exactly_zero() -> None:
+    X = vectorize(None, OFFERS, Context(channel="app", category="shoes"), NOW, {"o_shoes": (0.3, 2.0)})
+    assert np.all(X[:, CUST] == 0.0) and np.all(X[:, PAIR] == 0.0)
+    assert np.all(X[:, F["personalized"]] == 0.0)
+    assert customer_features(None, NOW) == [0.0] * len(CUSTOMER_FEATURES)
+    # offer and context features still work
+    assert X[0, F["popularity_rate"]] == pytest.approx(0.3) and X[0, F["popularity_log_n"]] == 2.0
+    assert X[0, F["ctx_category_match"]] == 1.0 and X[1, F["ctx_category_match"]] == 0.0
+    assert X[:, F["ctx_app"]].tolist() == [1.0] * 3
+
+
+def test_with_profile_customer_block_is_the_same_for_every_row() -> None:
+    X = vectorize(profile(), OFFERS, Context(), NOW)
+    assert np.all(X[:, F["personalized"]] == 1.0)
+    assert np.array_equal(X[:, CUST], np.repeat(X[:1, CUST], len(OFFERS), axis=0))
+    assert np.any(X[:, CUST] != 0.0)
+
+
+def test_category_affinity_features_for_a_known_profile() -> None:
+    p = profile()
+    X = vectorize(p, OFFERS, Context(), NOW)
+    # 30-day weights: shoes 3 page views + 1 add_to_cart (x3), bags 1 view, toys 1 purchase (x5)
+    h1, h30 = DAY_MS, 30 * DAY_MS
+
+    def w(dt: float, h: float) -> float:
+        return 2 ** (-dt / h)
+
+    for h, name in ((h1, "cat_affinity_1d"), (h30, "cat_affinity_30d")):
+        shoes = 3 * w(3_600_000, h) + 3 * w(600_000, h)
+        bags = w(3_600_000, h)
+        toys = 5 * w(2 * DAY_MS, h)
+        total = shoes + bags + toys
+        assert X[:, F[name]].tolist() == pytest.approx([shoes / total, bags / total, toys / total], rel=1e-6)
+    assert X[:, F["cart_has_category"]].tolist() == [1.0, 0.0, 0.0]
+    assert X[0, F["offer_impressions"]] == pytest.approx(math.log1p(2))
+    assert X[0, F["offer_clicks"]] == pytest.approx(math.log1p(1))
+    assert X[0, F["offer_seen_today"]] == 2.0 and X[1, F["offer_seen_today"]] == 0.0
+    assert X[0, F["cart_value"]] == pytest.approx(math.log1p(30.0))
+    assert X[0, F["store_share"]] == 1.0
+    assert X[0, F["days_since_purchase"]] == pytest.approx(math.log1p(2.0))
+
+
+def test_context_features() -> None:
+    X = vectorize(None, OFFERS, Context(channel="store", offer_affinity={"o_bags": 0.7}), NOW)
+    hour = 10.0
+    assert X[0, F["hour_sin"]] == pytest.approx(math.sin(2 * math.pi * hour / 24), abs=1e-6)
+    assert X[0, F["hour_cos"]] == pytest.approx(math.cos(2 * math.pi * hour / 24), abs=1e-6)
+    assert X[0, F["is_weekend"]] == 0.0
+    assert vectorize(None, OFFERS, Context(), NOW + 3 * DAY_MS)[0, F["is_weekend"]] == 1.0  # Saturday
+    assert X[:, F["ctx_store"]].tolist() == [1.0] * 3 and X[:, F["ctx_web"]].tolist() == [0.0] * 3
+    assert X[:, F["ctx_offer_affinity"]].tolist() == pytest.approx([0.0, 0.7, 0.0])
+    assert X[2, F["offer_days_live"]] == pytest.approx(math.log1p(2.0))
+    assert X[2, F["offer_days_left"]] == pytest.approx(math.log1p(5.0))
+
+
+def test_parse_context_defaults_and_values() -> None:
+    assert parse_context(None) == Context()
+    ctx = parse_context({"channel": "app", "category": "shoes", "offer_affinity": {"o1": 1, "o2": 0.5}})
+    assert (ctx.channel, ctx.category, dict(ctx.offer_affinity)) == ("app", "shoes", {"o1": 1, "o2": 0.5})
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [([], "context"), ("web", "context"), ({"channel": "tv"}, "context.channel"),
+     ({"channel": None}, "context.channel"), ({"category": 5}, "context.category"),
+     ({"offer_affinity": []}, "context.offer_affinity"), ({"offer_affinity": {"o1": "1"}}, "context.offer_affinity"),
+     ({"offer_affinity": {"o1": True}}, "context.offer_affinity"),
+     ({"offer_affinity": {"o1": float("nan")}}, "context.offer_affinity")],
+)
+def test_parse_context_errors_name_the_field(body: Any, field: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_context(body)
+    assert info.value.field == field
