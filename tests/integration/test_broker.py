@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust.types import TP
 
-from stream.broker import EmbeddedBroker, create_topics, free_port, kafka_metadata
+from stream.broker import (
+    EmbeddedBroker,
+    create_topics,
+    fetch_high_watermarks,
+    free_port,
+    kafka_metadata,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -102,3 +109,31 @@ def test_context_manager_stops_the_process(tmp_path: Path) -> None:
     assert not embedded.running
     embedded.stop()  # second stop is a no-op
     assert "listening on" in (tmp_path / "ctx.log").read_text()
+
+
+def test_fetch_high_watermarks_corrects_list_offsets(broker: EmbeddedBroker) -> None:
+    """Tansu's ListOffsets(LATEST) undercounts multi-record batches; Fetch's watermark is right."""
+    topic = _topic("hw")
+
+    async def scenario() -> None:
+        await create_topics(broker.bootstrap, {topic: 1})
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=50)
+        await producer.start()
+        try:
+            pending = [await producer.send(topic, b"v%d" % i, key=b"k") for i in range(10)]
+            await asyncio.gather(*pending)  # one batch of 10 records
+            await producer.send_and_wait(topic, b"last", key=b"k")
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            listed = await consumer.end_offsets([tp])
+            fetched = await fetch_high_watermarks(consumer._client, {TP(topic, 0): listed[tp]})
+        finally:
+            await consumer.stop()
+        assert fetched == {TP(topic, 0): 11}
+        assert listed[tp] <= 11  # Tansu 0.6 answers 11 here only if batching did not happen
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=30))
