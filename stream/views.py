@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -24,7 +25,9 @@ from stream.http import ApiError, check_key, handler, json_response, read_json
 if TYPE_CHECKING:
     from stream.worker import Runtime
 
-__all__ = ["register_views"]
+__all__ = ["register_views", "STATIC_DIR"]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def _now_ms() -> int:
@@ -164,6 +167,17 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
         async def get(self, request: aioweb.Request) -> aioweb.Response:
             report: dict[str, Any] = rt.health()
             return json_response(report, 200 if report["ready"] else 503)
+
+    @app.page("/demo")
+    class Demo(View):
+        @handler
+        async def get(self, request: aioweb.Request) -> aioweb.Response:
+            page = STATIC_DIR / "demo.html"
+            if not page.is_file():
+                raise NotFound("the demo page is not installed")
+            return aioweb.Response(body=page.read_bytes(), content_type="text/html", charset="utf-8")
+
+    app.web.add_static("/demo/static/", STATIC_DIR)
 
     @app.page("/metrics")
     class MetricsView(View):

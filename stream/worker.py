@@ -18,6 +18,7 @@ from models.events import Event
 from models.registry import ModelRegistry
 from stream.agents import register_agents
 from stream.app import create_app
+from stream.broker import TansuSafeTransport
 from stream.catalogue import Catalogue
 from stream.http import FORWARDED_HEADER, Unavailable
 from stream.metrics import Metrics
@@ -41,6 +42,10 @@ class Runtime:
             raise ValueError("Runtime needs a broker URL")
         self.settings = settings
         self.app = create_app(settings)
+        # Recovery reads changelog end offsets; the bundled broker can report them one short.
+        # This transport takes the larger of ListOffsets and the Fetch high watermark, which
+        # leaves a correct broker's answer unchanged (BROKER-NOTES, tests/integration).
+        self.app.transport = TansuSafeTransport(self.app.conf.broker_consumer, self.app)
         self.topology = declare(self.app, settings)
         self.catalogue = Catalogue(settings.broker.removeprefix("kafka://"))
         self.model = ModelHolder(ModelRegistry(settings.registry_dir))
