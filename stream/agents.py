@@ -28,9 +28,15 @@ log = logging.getLogger("offerstream.ingest")
 MAX_DEAD_LETTER_RAW = 64 * 1024
 
 
+RESTORED_HEADER = "offerstream-restored"
+
+
 def apply_event(rt: Runtime, event: Event) -> str:
     """Apply one event to the customer's consent or profile state; return the outcome name."""
     topo, cid = rt.topology, event.customer_id
+    ledger = getattr(rt, "ledger", None)
+    if ledger is not None and ledger.is_erased(cid, event.ts):
+        return "erased"  # the erasure ledger wins over any replay or late delivery
     consent = topo.read_consent(cid)
     if event.type == "consent":
         change = apply_update(consent, parse_update(event.get("consent")), event.ts)
@@ -67,6 +73,7 @@ async def _dead_letter(rt: Runtime, key: bytes | None, raw: Any, error: InvalidE
         "raw": text[:MAX_DEAD_LETTER_RAW].decode("utf-8", "replace"),
         "truncated": len(text) > MAX_DEAD_LETTER_RAW,
     }
+    rt.record_dead_letter(record)
     await rt.topology.dead_letter.send(key=key, value=orjson.dumps(record))
 
 
@@ -77,6 +84,7 @@ async def _handle_message(rt: Runtime, key: bytes | None, value: bytes | None, m
         await _dead_letter(rt, key, value or b"", exc, message, None)
         return
     envelope = isinstance(value, bytes) and value.lstrip()[:1] == b"["
+    applied: list[Event] = []
     for index, item in enumerate(items):
         if isinstance(item, InvalidEvent):
             raw = orjson.loads(value)[index] if envelope else value
@@ -94,6 +102,17 @@ async def _handle_message(rt: Runtime, key: bytes | None, value: bytes | None, m
                                message, index if envelope else None)
             continue
         rt.metrics.inc(f'events_processed_total{{outcome="{outcome}"}}')
+        if outcome != "erased":
+            applied.append(item)
+    if applied and not _restored(message):
+        rt.archive_events(applied)
+
+
+def _restored(message: Any) -> bool:
+    """True for events replayed from the local archive at start (already archived)."""
+    headers = message.headers or ()
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return any(k == RESTORED_HEADER for k, _ in pairs)
 
 
 def register_agents(rt: Runtime) -> None:

@@ -69,6 +69,11 @@ class Settings:
         return self.data_dir / f"worker-{self.port}"
 
     @property
+    def archive_dir(self) -> Path:
+        """The local event archive (JSON lines by date), shared by the workers of this data dir."""
+        return self.data_dir / "archive"
+
+    @property
     def url(self) -> str:
         """This worker's own base URL."""
         return f"http://{self.host}:{self.port}"

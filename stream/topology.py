@@ -16,7 +16,7 @@ import orjson
 
 from models.consent import ConsentState
 from models.profile import Profile
-from stream.catalogue import OFFERS_TOPIC
+from stream.catalogue import ERASURES_TOPIC, OFFERS_TOPIC
 from stream.settings import Settings
 
 __all__ = ["Topology", "declare"]
@@ -30,6 +30,7 @@ class Topology:
     offers: Any
     decisions: Any
     dead_letter: Any
+    erasures: Any
     profiles: Any
     consent: Any
 
@@ -80,6 +81,7 @@ def declare(app: faust.App, settings: Settings) -> Topology:
         offers=app.topic(OFFERS_TOPIC, partitions=1, **raw),
         decisions=app.topic("decisions", partitions=settings.partitions, **raw),
         dead_letter=app.topic("events-dead-letter", partitions=1, **raw),
+        erasures=app.topic(ERASURES_TOPIC, partitions=1, **raw),
         profiles=app.Table("profiles", **table_opts),
         consent=app.Table("consent", **table_opts),
     )

@@ -97,8 +97,12 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
             if forwarded is not None:
                 return forwarded
             rt.require_ready()
-            change = apply_update(rt.topology.read_consent(customer_id), update, _now_ms())
+            now = _now_ms()
+            if rt.ledger.is_erased(customer_id, now):
+                raise ApiError(409, "erased", "this customer was erased at this very millisecond; retry")
+            change = apply_update(rt.topology.read_consent(customer_id), update, now)
             rt.topology.write_consent(customer_id, change.state)
+            rt.archive_consent_call(customer_id, change, now)
             erased = rt.topology.erase_profile(customer_id) if "profile" in change.revoked else False
             await rt.app.producer.flush()  # effective and durable when we answer
             return json_response({

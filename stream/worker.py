@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 import aiohttp
@@ -13,13 +14,16 @@ from aiohttp import web as aioweb
 from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 
+from models.archive import EventArchive, purge_customer
 from models.catalog import Offer
+from models.consent import ConsentChange
 from models.events import Event
+from models.ledger import ErasureLedger
 from models.registry import ModelRegistry
 from stream.agents import register_agents
 from stream.app import create_app
 from stream.broker import TansuSafeTransport
-from stream.catalogue import Catalogue
+from stream.catalogue import ERASURES_TOPIC, Catalogue, TopicMirror
 from stream.http import FORWARDED_HEADER, Unavailable
 from stream.metrics import Metrics
 from stream.model_holder import ModelHolder
@@ -47,7 +51,11 @@ class Runtime:
         # leaves a correct broker's answer unchanged (BROKER-NOTES, tests/integration).
         self.app.transport = TansuSafeTransport(self.app.conf.broker_consumer, self.app)
         self.topology = declare(self.app, settings)
-        self.catalogue = Catalogue(settings.broker.removeprefix("kafka://"))
+        bootstrap = settings.broker.removeprefix("kafka://")
+        self.catalogue = Catalogue(bootstrap, snapshot=settings.data_dir / "catalogue.jsonl")
+        self.archive = EventArchive(settings.archive_dir, writer=str(settings.port))
+        self.ledger = ErasureLedger(settings.data_dir / "erasure-ledger.jsonl", settings.hash_key)
+        self.erasures = TopicMirror(bootstrap, ERASURES_TOPIC, self._apply_erasure)
         self.model = ModelHolder(ModelRegistry(settings.registry_dir))
         self.metrics = Metrics()
         self._partitioner = DefaultPartitioner()
@@ -113,9 +121,10 @@ class Runtime:
 
     def health(self) -> dict[str, Any]:
         """Readiness as it really is."""
-        ready = self.recovered() and self.catalogue.ready.is_set()
+        ready = self.recovered() and self.catalogue.ready.is_set() and self.erasures.ready.is_set()
         return {
             "ready": ready, "recovered": self.recovered(), "catalogue_loaded": self.catalogue.ready.is_set(),
+            "erasure_ledger_loaded": self.erasures.ready.is_set(),
             "offers": len(self.catalogue.offers), "model_version": self.model.scorer.version,
             "model_loaded": self.model.loaded, "model_error": self.model.last_error,
             "assigned_partitions": sorted(tp.partition for tp in self.app.consumer.assignment()
@@ -144,27 +153,76 @@ class Runtime:
         await self.catalogue.wait_applied(metadata.partition, metadata.offset)
 
     async def erase(self, customer_id: str) -> dict[str, Any]:
-        """Delete everything stored about a customer; tombstones reach every changelog."""
+        """Delete everything stored about a customer, everywhere, and say what was removed.
+
+        Order matters: the ledger entry is durable first, so nothing applied after this call
+        (a replay, a late event) can bring the customer back; then the tables and their
+        changelogs (tombstones), then the local archive.
+        """
+        erased_at = int(time.time() * 1000)
+        digest = self.ledger.add(customer_id, erased_at)
+        sent = await self.topology.erasures.send(key=digest, value=orjson.dumps({"erased_at": erased_at}))
         removed_profile = self.topology.erase_profile(customer_id)
         removed_consent = self.topology.erase_consent(customer_id)
         await self.app.producer.flush()
+        await sent
+        self.archive.flush()
+        removed_events = purge_customer(self.settings.archive_dir, customer_id)
         return {
-            "customer_id": customer_id, "erased_at": int(time.time() * 1000),
+            "customer_id": customer_id, "erased_at": erased_at, "ledger_hash": digest,
             "stores": [
                 {"store": "profiles", "removed": removed_profile, "changelog_tombstone": removed_profile},
                 {"store": "consent", "removed": removed_consent, "changelog_tombstone": removed_consent},
+                {"store": "event_archive", "removed_events": removed_events},
+                {"store": "erasure_ledger", "added": True, "replicated_to": ERASURES_TOPIC},
             ],
         }
+
+    def _apply_erasure(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None or not value:
+            return
+        try:
+            erased_at = int(orjson.loads(value)["erased_at"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("malformed record on topic %s ignored", ERASURES_TOPIC)
+            return
+        self.ledger.add_hash(key.decode(), erased_at)
+
+    def archive_events(self, events: list[Event]) -> None:
+        """Append applied events to the local archive (flushed to disk every second)."""
+        self.archive.append((e.ts, orjson.dumps(e.data)) for e in events)
+
+    def archive_consent_call(self, customer_id: str, change: ConsentChange, ts: int) -> None:
+        """Record a consent call's effect as a ``consent`` event, so replays reproduce it."""
+        flags = {flag: True for flag in change.granted} | {flag: False for flag in change.revoked}
+        if not flags:
+            return
+        event = {"event_id": f"api-consent-{uuid.uuid4().hex}", "type": "consent",
+                 "customer_id": customer_id, "ts": ts, "consent": {"flags": flags},
+                 "source": "api", "tc_hash": change.state.tc_hash}
+        self.archive.append([(ts, orjson.dumps(event))])
+        self.archive.flush(fsync=True)
+
+    def record_dead_letter(self, record: dict[str, Any]) -> None:
+        """Keep a dead letter on local disk too (the bundled broker forgets on restart)."""
+        path = self.settings.data_dir / "dead-letter.jsonl"
+        with open(path, "ab") as handle:
+            handle.write(orjson.dumps(record) + b"\n")
 
     # ---- background tasks ------------------------------------------------------------------
     def _register_tasks(self) -> None:
         app = self.app
 
         @app.task
-        async def start_catalogue() -> None:
-            for topic in (self.topology.offers, self.topology.decisions, self.topology.dead_letter):
+        async def start_mirrors() -> None:
+            for topic in (self.topology.offers, self.topology.decisions, self.topology.dead_letter,
+                          self.topology.erasures):
                 await topic.maybe_declare()
-            await self.catalogue.run()
+            await asyncio.gather(self.catalogue.run(), self.erasures.run())
+
+        @app.timer(1.0)
+        async def flush_archive() -> None:
+            self.archive.flush(fsync=True)
 
         @app.timer(self.settings.model_poll_s)
         async def poll_model() -> None:

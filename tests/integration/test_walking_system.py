@@ -163,7 +163,11 @@ def test_revoking_profile_erases_it_and_stops_personalization(worker: WorkerProc
     time.sleep(1.0)
     assert worker.client.json("GET", "/v1/customers/rev-1")["profile"] is None
     receipt = worker.client.json("DELETE", "/v1/customers/rev-1")
-    assert {s["store"]: s["removed"] for s in receipt["stores"]} == {"profiles": False, "consent": True}
+    stores = {s["store"]: s for s in receipt["stores"]}
+    assert stores["profiles"]["removed"] is False and stores["consent"]["removed"] is True
+    # two consent calls, two events while profiled, two late events: all archived, all purged
+    assert stores["event_archive"]["removed_events"] == 6
+    assert stores["erasure_ledger"]["added"] is True and "rev-1" not in str(receipt["ledger_hash"])
     assert worker.client.request("GET", "/v1/customers/rev-1")[0] == 404
 
 

@@ -1,0 +1,145 @@
+"""The local event archive: every accepted event, as JSON lines partitioned by UTC date.
+
+Layout::
+
+    ROOT/date=YYYY-MM-DD/part-<writer>.jsonl    one event object per line, in processing order
+
+Each writer (worker) has its own file per day, so several workers may share a root. Readers merge
+a day's files and yield events in time order (ties keep file and line order), day by day, and
+skip whatever the caller's ``skip`` predicate rejects (erased customers). The archive is the source
+of offline retraining and of restoring the embedded default after a restart.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> with EventArchive(root, "w1") as archive:
+...     archive.append([(1_700_000_000_000, b'{"customer_id": "a", "ts": 1700000000000}')])
+>>> [e["customer_id"] for e in read_archive(root)]
+['a']
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import orjson
+
+__all__ = ["EventArchive", "read_archive", "purge_customer"]
+
+_DAY = re.compile(r"^date=\d{4}-\d{2}-\d{2}$")
+
+
+def _day(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("date=%Y-%m-%d")
+
+
+class EventArchive:
+    """Appends events to today's file of this writer (per event date, not wall-clock date).
+
+    Parameters
+    ----------
+    root : Path
+        The archive directory.
+    writer : str
+        This writer's name (unique per worker sharing the root).
+    """
+
+    def __init__(self, root: Path, writer: str) -> None:
+        self.root = Path(root)
+        self.writer = writer
+        self._files: dict[str, IO[bytes]] = {}
+
+    def append(self, records: Iterable[tuple[int, bytes]]) -> int:
+        """Append ``(ts_ms, event_json)`` records; return how many were written."""
+        n = 0
+        for ts, line in records:
+            handle = self._files.get(day := _day(ts))
+            if handle is None:
+                (self.root / day).mkdir(parents=True, exist_ok=True)
+                handle = self._files[day] = open(self.root / day / f"part-{self.writer}.jsonl", "ab")  # noqa: SIM115
+            handle.write(line.rstrip(b"\n") + b"\n")
+            n += 1
+        return n
+
+    def flush(self, fsync: bool = False) -> None:
+        """Push buffered lines to the OS (and to the disk with ``fsync``)."""
+        for handle in self._files.values():
+            handle.flush()
+            if fsync:
+                os.fsync(handle.fileno())
+
+    def close(self) -> None:
+        """Flush to disk and close every open file."""
+        self.flush(fsync=True)
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+    def __enter__(self) -> EventArchive:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _days(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and _DAY.match(p.name))
+
+
+def read_archive(root: Path, *, skip: Callable[[dict[str, Any]], bool] | None = None,
+                 until_ms: int | None = None) -> Iterator[dict[str, Any]]:
+    """Yield archived events in time order, day by day, without those ``skip`` rejects.
+
+    Lines that are not JSON objects (a torn last line after a crash) are passed over.
+    """
+    for day in _days(Path(root)):
+        events: list[tuple[int, int, dict[str, Any]]] = []
+        for path in sorted(day.glob("part-*.jsonl")):
+            for line in path.read_bytes().splitlines():
+                try:
+                    event = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(event, dict) and isinstance(event.get("ts"), int):
+                    events.append((event["ts"], len(events), event))
+        events.sort(key=lambda item: (item[0], item[1]))
+        for ts, _, event in events:
+            if until_ms is not None and ts >= until_ms:
+                return
+            if skip is None or not skip(event):
+                yield event
+
+
+def purge_customer(root: Path, customer_id: str) -> int:
+    """Rewrite the archive without the customer's events; return how many were removed."""
+    needle = orjson.dumps(customer_id)
+    removed = 0
+    for day in _days(Path(root)):
+        for path in day.glob("part-*.jsonl"):
+            data = path.read_bytes()
+            if needle not in data:
+                continue
+            kept = []
+            for line in data.splitlines():
+                try:
+                    mine = orjson.loads(line).get("customer_id") == customer_id
+                except (orjson.JSONDecodeError, AttributeError):
+                    mine = False
+                if mine:
+                    removed += 1
+                else:
+                    kept.append(line)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+            os.replace(tmp, path)
+    return removed
