@@ -118,12 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     produce.set_defaults(func=_produce)
 
     train = sub.add_parser("train", help="offline retraining: replay, fit, evaluate, export, register")
-    train.add_argument("--events", nargs="+", type=Path, required=True, help="event files (JSON lines, .gz ok)")
-    train.add_argument("--offers", type=Path, help="offers file (JSON lines); default: offers found in events")
+    train.add_argument("--events", nargs="+", type=Path, help="event files (JSON lines, .gz ok)")
+    train.add_argument("--offers", type=Path, help="offers file (JSON lines); required with --events")
     train.add_argument("--out", type=Path, required=True, help="report and bundle directory")
     train.add_argument("--registry", type=Path, help="register and promote the model in this registry")
     train.add_argument("--assume-consent", action="store_true",
                        help="the data carries no consent (a public data set): treat it as granted")
+    train.add_argument("--dataset", choices=("events", "completejourney", "obd"), default="events",
+                       help="train on a bundled public data set instead of --events files")
+    train.add_argument("--data-dir", type=Path, help="directory of the --dataset (default: shared data)")
+    train.add_argument("--until", help="only events before this time (ISO-8601 with zone, or epoch ms)")
+    train.add_argument("--allow-worse", action="store_true",
+                       help="exit 0 and register even if the model does not beat the baselines")
+    train.add_argument("--ndcg-k", type=int, default=3, help="k of NDCG@k per decision (default 3)")
     train.set_defaults(func=_train)
 
     erase = sub.add_parser("erase", help="erase a customer everywhere (DELETE /v1/customers/{id})")

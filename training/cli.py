@@ -1,0 +1,369 @@
+"""``offerstream train``: replay, fit, evaluate, off-policy estimates, export, register, report.
+
+Exit codes: 0 the model was trained, beats both baselines on test AUC and was exported (and
+registered/promoted with ``--registry``); 1 it does not beat them (report and bundle are still
+written, nothing is registered) unless ``--allow-worse``; 2 bad input or a failed export.
+
+Steps (progress lines go to stderr):
+
+1. read ``--events`` files + ``--offers`` (or ``--dataset``), keep events before ``--until``;
+2. point-in-time replay (:func:`training.replay.replay`);
+3. time split: the latest 20 % of impression rows are the test part; the GBM's parameters are
+   chosen from :data:`GBM_GRID` on the last 20 % (by time) of the training part, then refitted on
+   the whole training part;
+4. the logistic baseline (:func:`training.fit.fit_logistic`) and the popularity baseline (each
+   offer's smoothed response rate in the training part, see :func:`fit_popularity`);
+5. metrics and plots (:mod:`training.report`), off-policy estimates (:mod:`training.ope`, OBD);
+6. export of the GBM bundle to ``OUT/bundle`` (ONNX parity 1e-5) and registration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from models.catalog import Offer
+from models.errors import ModelError, OfferstreamError
+from models.features import FEATURE_NAMES
+from training import ope, report
+from training.datasets import (
+    TrainingData,
+    TrainingInputError,
+    decision_groups,
+    from_files,
+    load_dataset,
+    parse_until,
+)
+from training.fit import GBM_PARAMS, fit_gbm, fit_logistic, time_split
+from training.replay import ReplayResult, RowMeta, replay
+
+__all__ = ["GBM_GRID", "train_command", "fit_popularity", "choose_gbm_params"]
+
+TEST_FRACTION = 0.2
+#: Candidate GBM settings: the default, and more regularized ones for rare positives.
+GBM_GRID: tuple[dict[str, Any], ...] = (
+    GBM_PARAMS,
+    {**GBM_PARAMS, "max_iter": 100, "max_leaf_nodes": 7, "min_samples_leaf": 50},
+    {**GBM_PARAMS, "max_iter": 100, "max_leaf_nodes": 3, "min_samples_leaf": 500,
+     "l2_regularization": 10.0},
+    {**GBM_PARAMS, "max_iter": 200, "learning_rate": 0.03, "max_leaf_nodes": 4,
+     "min_samples_leaf": 100, "l2_regularization": 5.0},
+)
+DECISIONS = {
+    "events": "the impressions sharing a decision_id (one page's offers)",
+    "completejourney": "one campaign's impressions (decision_id cj-camp-N): which receiving "
+                       "households the scorer ranks first",
+    "obd": "the impressions one OBD user segment saw in one UTC day (the sample logs one "
+           "impression per decision_id, which would make NDCG trivially 1)",
+}
+POPULARITY_DEFINITION = ("each offer's response rate in the training part, (positives + 20 * "
+                         "kind rate) / (impressions + 20); unseen offers score their kind's rate")
+EXIT_OK, EXIT_WORSE, EXIT_INPUT = 0, 1, 2
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        print(f"[train {time.perf_counter() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """Run ``offerstream train`` from parsed arguments; return the exit code."""
+    progress = _Progress()
+    try:
+        data = _load(args, progress)
+        metrics = run_training(data, Path(args.out), registry=getattr(args, "registry", None),
+                               allow_worse=bool(getattr(args, "allow_worse", False)),
+                               k=int(getattr(args, "ndcg_k", 3) or 3), progress=progress)
+    except (TrainingInputError, ModelError, OfferstreamError) as exc:
+        print(f"offerstream train: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_INPUT
+    gate = metrics["gate"]
+    progress(f"wrote {Path(args.out) / 'report.md'} and metrics.json")
+    if not gate["passed"]:
+        verdict = "kept anyway (--allow-worse)" if gate["allow_worse"] else "not registered"
+        print(f"offerstream train: the model does not beat the baselines: {gate['reason']}; "
+              f"{verdict}", file=sys.stderr, flush=True)
+        return EXIT_OK if gate["allow_worse"] else EXIT_WORSE
+    return EXIT_OK
+
+
+def _load(args: argparse.Namespace, progress: _Progress) -> TrainingData:
+    until = parse_until(str(args.until)) if getattr(args, "until", None) else None
+    dataset = getattr(args, "dataset", None) or "events"
+    events = getattr(args, "events", None)
+    if dataset == "events":
+        if not events:
+            raise TrainingInputError("give --events PATH... (with --offers FILE) or --dataset")
+        data = from_files(events, getattr(args, "offers", None), until=until,
+                          assume_consent=bool(getattr(args, "assume_consent", False)))
+    else:
+        if events:
+            raise TrainingInputError("--events and --dataset exclude each other")
+        data = load_dataset(dataset, getattr(args, "data_dir", None), until=until)
+    progress(f"read {len(data.events)} events, {len(data.offers)} offers from {data.name}")
+    return data
+
+
+def run_training(data: TrainingData, out: Path, *, registry: Path | None = None,
+                 allow_worse: bool = False, k: int = 3, progress: Any = print) -> dict[str, Any]:
+    """Everything after loading; returns the ``metrics.json`` content."""
+    from threadpoolctl import threadpool_limits
+
+    result = replay(data.events, data.offers, attribution_ms=data.attribution_ms,
+                    assume_consent=data.assume_consent)
+    progress(f"replay: {result.counts['rows']} rows, {result.counts['positives']} positives")
+    train, test = _split(result)
+    out.mkdir(parents=True, exist_ok=True)
+    # OpenMP's default thread count makes small HistGradientBoosting fits ~15x slower here.
+    with threadpool_limits(limits=1):
+        fitted = _fit_all(result, train, data.offers, progress)
+        evaluation = _evaluate(result, data, fitted, test, k)
+        progress("permutation importance on the test split")
+        evaluation["model"]["permutation_importance"] = _importance(fitted["gbm"], result, test)
+        evaluation["ope"] = _ope(data, result, fitted["gbm"], test, progress)
+    gate = _gate(evaluation, allow_worse)
+    bundle = _export(data, result, fitted, test, out, evaluation, gate, registry, progress)
+    metrics = _assemble(data, result, train, test, fitted, evaluation, gate, bundle, k)
+    y = result.y[test].astype(float)
+    plots = report.write_plots(out, y, evaluation.pop("_scores"),
+                               metrics["model"]["permutation_importance"])
+    report.write_metrics_json(out, metrics)
+    report.write_report_md(out, metrics, plots)
+    return metrics
+
+
+def _split(result: ReplayResult) -> tuple[np.ndarray, np.ndarray]:
+    if result.counts["rows"] < 10:
+        raise TrainingInputError(
+            f"only {result.counts['rows']} training rows (impressions of known offers with "
+            f"training consent); replay counts: {result.counts}")
+    try:
+        train, test = time_split(result.ts, 1 - TEST_FRACTION)
+    except ValueError as exc:
+        raise TrainingInputError(f"cannot split the data by time: {exc}") from None
+    if np.unique(result.y[train]).size < 2:
+        raise TrainingInputError("the training part holds one class only (no responses, or "
+                                 "only responses): nothing to learn")
+    return train, test
+
+
+def choose_gbm_params(X: np.ndarray, y: np.ndarray, ts: np.ndarray) -> tuple[dict[str, Any], list]:
+    """Pick from :data:`GBM_GRID` by AUC on the latest 20 % (by time) of the training rows."""
+    from sklearn.metrics import roc_auc_score
+
+    try:
+        fit_part, val = time_split(ts, 0.8)
+    except ValueError:
+        return dict(GBM_PARAMS), []
+    if np.unique(y[fit_part]).size < 2 or np.unique(y[val]).size < 2:
+        return dict(GBM_PARAMS), []
+    scores = []
+    for params in GBM_GRID:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        model = HistGradientBoostingClassifier(**params).fit(X[fit_part], y[fit_part])
+        scores.append(float(roc_auc_score(y[val], model.predict_proba(X[val])[:, 1])))
+    return dict(GBM_GRID[int(np.argmax(scores))]), scores
+
+
+def fit_popularity(meta: Sequence[RowMeta], y: np.ndarray,
+                   offers: dict[str, Offer]) -> tuple[dict[str, float], dict[str, float], float]:
+    """Per-offer response rates of the training rows, smoothed toward the offer kind's rate.
+
+    ``rate(offer) = (positives + 20 * rate(kind)) / (impressions + 20)``; an offer absent from
+    training scores its kind's rate, a kind absent the overall rate.
+    """
+    base = float(np.mean(y)) if len(y) else 0.0
+    per_offer: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    per_kind: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for m, label in zip(meta, y, strict=True):
+        kind = offers[m.offer_id].kind
+        for tally in (per_offer[m.offer_id], per_kind[kind]):
+            tally[0] += float(label)
+            tally[1] += 1
+    kind_rate = {k: (p + 20 * base) / (n + 20) for k, (p, n) in per_kind.items()}
+    offer_rate = {o: (p + 20 * kind_rate[offers[o].kind]) / (n + 20) for o, (p, n) in per_offer.items()}
+    return offer_rate, kind_rate, base
+
+
+def _popularity_scores(model: tuple, meta: Sequence[RowMeta], offers: dict[str, Offer]) -> np.ndarray:
+    offer_rate, kind_rate, base = model
+    return np.array([offer_rate.get(m.offer_id, kind_rate.get(offers[m.offer_id].kind, base))
+                     for m in meta], dtype=np.float64)
+
+
+def _fit_all(result: ReplayResult, train: np.ndarray, offers: dict[str, Offer],
+             progress: Any) -> dict[str, Any]:
+    X, y, ts = result.X[train], result.y[train], result.ts[train]
+    start = time.perf_counter()
+    params, val_scores = choose_gbm_params(X, y, ts)
+    progress(f"GBM parameters: validation AUCs {[round(s, 4) for s in val_scores]} -> {params}")
+    gbm = fit_gbm_with(params, X, y)
+    logistic = fit_logistic(X, y)
+    meta = [result.meta[i] for i in np.flatnonzero(train)]
+    progress(f"fit GBM + logistic + popularity on {int(train.sum())} rows "
+             f"({time.perf_counter() - start:.1f} s)")
+    return {"gbm": gbm, "logistic": logistic, "params": params, "validation_auc": val_scores,
+            "popularity": fit_popularity(meta, y, offers)}
+
+
+def fit_gbm_with(params: dict[str, Any], X: np.ndarray, y: np.ndarray) -> Any:
+    """:func:`training.fit.fit_gbm` with other parameters."""
+    if params == GBM_PARAMS:
+        return fit_gbm(X, y)
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(**params).fit(X, y)
+
+
+def _evaluate(result: ReplayResult, data: TrainingData, fitted: dict[str, Any], test: np.ndarray,
+              k: int) -> dict[str, Any]:
+    X, y = result.X[test], result.y[test].astype(float)
+    meta = [result.meta[i] for i in np.flatnonzero(test)]
+    groups = decision_groups(meta, data.grouping)
+    scores = {
+        "GBM": fitted["gbm"].predict_proba(X)[:, 1],
+        "logistic": fitted["logistic"].predict_proba(X)[:, 1],
+        "popularity": _popularity_scores(fitted["popularity"], meta, data.offers),
+    }
+    model = report.score_metrics(y, scores["GBM"], groups, k)
+    model.update(kind="gbm", params=fitted["params"], validation_auc=fitted["validation_auc"])
+    popularity = report.score_metrics(y, scores["popularity"], groups, k)
+    popularity["definition"] = POPULARITY_DEFINITION
+    return {"model": model, "_scores": scores, "baselines": {
+        "popularity": popularity,
+        "logistic": report.score_metrics(y, scores["logistic"], groups, k)}}
+
+
+def _importance(gbm: Any, result: ReplayResult, test: np.ndarray) -> list[tuple[str, float, float]]:
+    from sklearn.inspection import permutation_importance
+
+    X, y = result.X[test], result.y[test]
+    if np.unique(y).size < 2:
+        return []
+    imp = permutation_importance(gbm, X, y, scoring="roc_auc", n_repeats=5, random_state=0)
+    ranked = sorted(zip(FEATURE_NAMES, imp.importances_mean, imp.importances_std, strict=True),
+                    key=lambda t: -t[1])
+    return [(name, float(m), float(s)) for name, m, s in ranked]
+
+
+def _ope(data: TrainingData, result: ReplayResult, gbm: Any, test: np.ndarray,
+         progress: Any) -> dict[str, Any]:
+    if data.name == "obd":
+        progress("off-policy estimates on the OBD random log")
+        return _obd_ope(data, result, gbm, test)
+    has_p = any(result.meta[i].propensity is not None for i in np.flatnonzero(test))
+    reason = ("the log records each shown offer's propensity but not the candidates the policy "
+              "chose from, so a new policy's action distribution cannot be formed "
+              "(available with --dataset obd)") if has_p else \
+        "the impressions carry no logged propensity"
+    return {"available": False, "reason": reason}
+
+
+def _obd_ope(data: TrainingData, result: ReplayResult, gbm: Any, test: np.ndarray) -> dict[str, Any]:
+    """BTS from the random log, and the trained model as a policy on the random log's test part."""
+    from training.adapters import obd
+    from training.datasets import candidate_rows
+
+    root = Path(data.notes["data_dir"])
+    log = obd.load_log(root, "random")
+    q_hat = ope.obd_reward_model(log)
+    out: dict[str, Any] = {"available": True,
+                           "bts_from_random_log": ope.obd_bts_estimate(root, q_hat=q_hat)}
+    prefix = "obd-random-"
+    rows = sorted(int(result.meta[i].decision_id[len(prefix):]) for i in np.flatnonzero(test)
+                  if (result.meta[i].decision_id or "").startswith(prefix))
+    if not rows:
+        return out
+    items = [data.offers[f"obd-item-{j}"] for j in range(log["affinity"].shape[1])]
+    captured = candidate_rows(data, {f"{prefix}{i}": log["affinity"][i] for i in rows}, items)
+    rows = [i for i in rows if f"{prefix}{i}" in captured]
+    X = np.concatenate([captured[f"{prefix}{i}"] for i in rows])
+    scores = gbm.predict_proba(X)[:, 1].reshape(len(rows), len(items))
+    out["model_policy"] = ope.obd_model_policy_estimate(scores, log, np.asarray(rows), q_hat)
+    return out
+
+
+def _gate(evaluation: dict[str, Any], allow_worse: bool) -> dict[str, Any]:
+    auc = evaluation["model"]["auc"]
+    rivals = {name: b["auc"] for name, b in evaluation["baselines"].items()}
+    if auc is None:
+        passed, reason = False, "the test split holds one class only: AUC is undefined"
+    else:
+        behind = [f"{n} {a:.4f}" for n, a in rivals.items() if a is not None and a >= auc]
+        passed = not behind
+        reason = (f"GBM test AUC {auc:.4f} > " + ", ".join(f"{n} {a:.4f}" for n, a in rivals.items()
+                                                          if a is not None)) if passed \
+            else f"GBM test AUC {auc:.4f} is not above " + ", ".join(behind)
+    return {"passed": passed, "reason": reason, "allow_worse": allow_worse}
+
+
+def _export(data: TrainingData, result: ReplayResult, fitted: dict[str, Any], test: np.ndarray,
+            out: Path, evaluation: dict[str, Any], gate: dict[str, Any], registry: Path | None,
+            progress: Any) -> dict[str, Any]:
+    from training.export import export_bundle
+
+    summary = {"gbm": _brief(evaluation["model"]),
+               **{n: _brief(b) for n, b in evaluation["baselines"].items()}}
+    assert result.data_range is not None
+    path = export_bundle(fitted["gbm"], result.X[test], out / "bundle", kind="gbm",
+                         data_range=result.data_range, metrics=summary,
+                         offer_stats=result.offer_stats,
+                         extra={"training": {"source": data.name, "params": fitted["params"],
+                                             "replay": _public(result.settings),
+                                             "counts": result.counts}})
+    manifest = orjson.loads((path / "manifest.json").read_bytes())
+    info = {"path": str(path), "version": manifest["model_version"],
+            "parity_max_abs_diff": manifest["parity_max_abs_diff"], "registered": False,
+            "promoted": False}
+    if registry is not None and (gate["passed"] or gate["allow_worse"]):
+        from models.registry import ModelRegistry
+
+        info["version"] = ModelRegistry(registry).register(path, promote=True)
+        info.update(registered=True, promoted=True, registry=str(registry))
+    progress(f"export: {info['version']} (parity {info['parity_max_abs_diff']:.2g}), "
+             f"registered={info['registered']}")
+    return info
+
+
+def _brief(m: dict[str, Any]) -> dict[str, Any]:
+    return {key: m.get(key) for key in ("auc", "log_loss", "ndcg_at_k", "n")}
+
+
+def _public(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if not k.startswith("_")}
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()
+
+
+def _assemble(data: TrainingData, result: ReplayResult, train: np.ndarray, test: np.ndarray,
+              fitted: dict[str, Any], evaluation: dict[str, Any], gate: dict[str, Any],
+              bundle: dict[str, Any], k: int) -> dict[str, Any]:
+    assert result.data_range is not None
+    return {
+        "dataset": data.name, "sources": data.sources,
+        "rows": result.counts["rows"], "positives": result.counts["positives"],
+        "data_range": [_iso(result.data_range[0]), _iso(result.data_range[1])],
+        "data_range_ms": list(result.data_range),
+        "split": {"train_rows": int(train.sum()), "test_rows": int(test.sum()),
+                  "split_at": _iso(int(result.ts[test].min())), "test_fraction": TEST_FRACTION},
+        "decision": DECISIONS.get(data.name, data.grouping), "ndcg_k": k,
+        "model": evaluation["model"], "baselines": evaluation["baselines"],
+        "ope": evaluation["ope"], "gate": gate, "bundle": bundle,
+        "replay": {"counts": result.counts, "settings": _public(result.settings),
+                   "invalid": result.invalid, "notes": data.notes},
+    }

@@ -1,0 +1,262 @@
+"""Training inputs for ``offerstream train``: event files, offer files, and the bundled data sets.
+
+Every source becomes a :class:`TrainingData`: contract events in ``ts`` order, the offer
+catalogue, and the replay settings that suit the source. Bad input never passes silently: a
+missing file, a line that is not JSON, or an event or offer that breaks the contract raises
+:class:`TrainingInputError` naming ``file:line`` and the field.
+
+What a *decision* is (the group NDCG@k ranks within)
+-----------------------------------------------------
+* **event files**: the impressions sharing a ``decision_id`` (one page's offers).
+* **completejourney**: ``decision_id = cj-camp-{campaign}``: everyone who received one campaign;
+  NDCG@k asks whether the households the model ranks first within a campaign redeem.
+* **obd**: the sample holds one impression per logged decision, so a ``decision_id`` group has
+  one row and NDCG would be trivially 1. Rows are grouped by (user segment, UTC day) instead:
+  the impressions one segment saw that day.
+
+Examples
+--------
+>>> parse_until("1700000000000"), parse_until("2023-11-14T22:13:20+00:00")
+(1700000000000, 1700000000000)
+"""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from models.catalog import Offer, parse_offer
+from models.errors import OfferstreamError, ValidationError
+from models.events import parse_event, parse_ts
+from models.features import vectorize
+from models.profile import DAY_MS
+from training.replay import RowMeta, _context, _Replayer
+
+__all__ = [
+    "DATASETS",
+    "OBD_ATTRIBUTION_MS",
+    "TrainingInputError",
+    "TrainingData",
+    "parse_until",
+    "read_event_files",
+    "read_offers_file",
+    "from_files",
+    "load_dataset",
+    "decision_groups",
+    "candidate_rows",
+]
+
+DATASETS = ("events", "completejourney", "obd")
+#: OBD logs the click in the impression's own row (the adapter emits it 1 ms later); a one-minute
+#: window attributes it and lets popularity statistics close during the week the sample covers.
+OBD_ATTRIBUTION_MS = 60_000
+
+
+class TrainingInputError(OfferstreamError, ValueError):
+    """Unreadable or invalid training input; the message names the file (and line)."""
+
+
+@dataclass
+class TrainingData:
+    """Events in ``ts`` order plus the catalogue and the replay choices for one source."""
+
+    name: str
+    events: list[dict[str, Any]]
+    offers: dict[str, Offer]
+    sources: list[str]
+    assume_consent: bool = False
+    attribution_ms: int | None = None
+    grouping: str = "decision_id"
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_until(text: str) -> int:
+    """``--until``: epoch milliseconds (digits) or ISO-8601 with a zone, as epoch ms."""
+    value: Any = int(text) if text.strip().isdigit() else text.strip()
+    try:
+        return parse_ts(value, "--until")
+    except ValidationError as exc:
+        raise TrainingInputError(str(exc)) from None
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    if not path.is_file():
+        raise TrainingInputError(f"{path}: no such file")
+    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield number, line
+    except (OSError, EOFError) as exc:  # a corrupt .gz surfaces only while reading
+        raise TrainingInputError(f"{path}: cannot read: {exc}") from None
+
+
+def _decode(path: Path, number: int, line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise TrainingInputError(f"{path}:{number}: not valid JSON ({exc})") from None
+
+
+def read_event_files(paths: Sequence[Path], until: int | None = None) -> tuple[list[dict], int]:
+    """Read and validate JSON-lines event files (``.gz`` ok) into one ``ts``-ordered list.
+
+    Files are merged by event time (a stable sort: equal times keep file order), since several
+    exports of one log need not be interleaved already. Events at or after ``until`` are left out.
+
+    Returns
+    -------
+    (events, n_dropped_until)
+
+    Raises
+    ------
+    TrainingInputError
+        ``file:line: field: reason`` for the first line that is not a contract event.
+    """
+    keyed: list[tuple[int, dict[str, Any]]] = []
+    dropped = 0
+    for path in paths:
+        for number, line in _lines(Path(path)):
+            obj = _decode(path, number, line)
+            try:
+                event = parse_event(obj)
+            except ValidationError as exc:
+                raise TrainingInputError(f"{path}:{number}: {exc}") from None
+            if until is not None and event.ts >= until:
+                dropped += 1
+                continue
+            keyed.append((event.ts, obj))
+    keyed.sort(key=lambda pair: pair[0])
+    return [obj for _ts, obj in keyed], dropped
+
+
+def read_offers_file(path: Path) -> dict[str, Offer]:
+    """Read a JSON-lines offers file (one offer object per line, ``.gz`` ok)."""
+    offers: dict[str, Offer] = {}
+    for number, line in _lines(Path(path)):
+        try:
+            offer = parse_offer(_decode(path, number, line))
+        except ValidationError as exc:
+            raise TrainingInputError(f"{path}:{number}: {exc}") from None
+        offers[offer.offer_id] = offer
+    if not offers:
+        raise TrainingInputError(f"{path}: holds no offers")
+    return offers
+
+
+def from_files(paths: Sequence[Path], offers_path: Path | None, *, until: int | None = None,
+               assume_consent: bool = False) -> TrainingData:
+    """Training data from ``--events`` files and the ``--offers`` catalogue."""
+    if offers_path is None:
+        raise TrainingInputError(
+            "--offers FILE is required with --events (a JSON-lines file of offers), "
+            "or use --dataset completejourney|obd")
+    offers = read_offers_file(offers_path)
+    events, dropped = read_event_files(paths, until)
+    return TrainingData("events", events, offers, [str(p) for p in paths],
+                        assume_consent=assume_consent, notes={"dropped_until": dropped})
+
+
+def _keep_until(events: Iterable[dict[str, Any]], until: int | None) -> list[dict[str, Any]]:
+    return [e for e in events if until is None or int(e["ts"]) < until]
+
+
+def load_dataset(name: str, data_dir: Path | None = None, *, until: int | None = None) -> TrainingData:
+    """A bundled public data set through its adapter (consent assumed: they carry none).
+
+    ``obd`` merges the random and the Bernoulli-TS logs in time order (both cover the same week,
+    users and items); the random log's later part is what off-policy evaluation uses.
+    """
+    if name == "completejourney":
+        from training.adapters import completejourney as cj
+
+        root = Path(data_dir) if data_dir else cj.DEFAULT_DATA_DIR
+        _require_dir(root, "campaigns.csv.gz")
+        offers = {o.offer_id: o for o in map(parse_offer, cj.load_offers(root))}
+        events = _keep_until(cj.iter_events(root), until)
+        return TrainingData(name, events, offers, [str(root)], assume_consent=True)
+    if name == "obd":
+        from training.adapters import obd
+
+        root = Path(data_dir) if data_dir else obd.DEFAULT_DATA_DIR
+        _require_dir(root / "random", "all.csv.gz")
+        _require_dir(root / "bts", "all.csv.gz")
+        offers = {o.offer_id: o for o in map(parse_offer, obd.load_offers(root, "random"))}
+        merged = heapq.merge(*(obd.iter_events(root, p) for p in obd.POLICIES),
+                             key=lambda e: e["ts"])
+        return TrainingData(name, _keep_until(merged, until), offers, [str(root)],
+                            assume_consent=True, attribution_ms=OBD_ATTRIBUTION_MS,
+                            grouping="segment_day", notes={"data_dir": str(root)})
+    raise TrainingInputError(f"unknown dataset {name!r}; known: completejourney, obd")
+
+
+def _require_dir(root: Path, marker: str) -> None:
+    if not (root / marker).is_file():
+        raise TrainingInputError(f"{root}: not a data directory (no {marker})")
+
+
+def decision_groups(meta: Sequence[RowMeta], grouping: str = "decision_id") -> np.ndarray:
+    """Integer group ids of rows for per-decision ranking metrics (see the module notes).
+
+    >>> rows = [RowMeta("c", "o", 0, "d1", 0, None), RowMeta("c", "p", 0, "d1", 1, None),
+    ...         RowMeta("c", "o", 5, None, 0, None)]
+    >>> decision_groups(rows).tolist()
+    [0, 0, 1]
+    """
+    keys: dict[Any, int] = {}
+    out = np.empty(len(meta), dtype=np.int64)
+    for i, m in enumerate(meta):
+        if grouping == "segment_day":
+            key: Any = (m.customer_id, m.ts // DAY_MS)
+        else:
+            key = m.decision_id if m.decision_id is not None else ("row", i)
+        out[i] = keys.setdefault(key, len(keys))
+    return out
+
+
+def candidate_rows(data: TrainingData, targets: Mapping[str, np.ndarray],
+                   candidates: Sequence[Offer]) -> dict[str, np.ndarray]:
+    """Replay ``data`` again and, at each impression whose ``decision_id`` is in ``targets``,
+    vectorize every offer of ``candidates`` as serving would have at that moment.
+
+    ``targets`` maps a decision to the page's affinity of each candidate (OBD logs all 80), which
+    goes into the context's ``offer_affinity``. Returns ``decision_id -> (len(candidates),
+    n_features)`` rows, for off-policy evaluation of the model as a policy.
+    """
+    replayer = _CandidateReplayer(data, targets, candidates)
+    for index, raw in enumerate(data.events):
+        replayer.feed(index, raw)
+    return replayer.captured
+
+
+class _CandidateReplayer(_Replayer):
+    """The replay of :mod:`training.replay`, also scoring all candidates at target decisions.
+
+    It reuses the replay's private state machine so that profiles, consent and popularity are
+    exactly those of the training rows (a public hook in ``replay.py`` would be cleaner).
+    """
+
+    def __init__(self, data: TrainingData, targets: Mapping[str, np.ndarray],
+                 candidates: Sequence[Offer]) -> None:
+        super().__init__(data.offers, data.attribution_ms, data.assume_consent, ())
+        self.targets, self.candidates = targets, list(candidates)
+        self.captured: dict[str, np.ndarray] = {}
+
+    def _take_row(self, event: Any, state: Any) -> None:
+        affinity = self.targets.get(event.get("decision_id"))
+        if affinity is not None and state.flags["training"]:
+            profile = self.profiles.get(event.customer_id) if state.allows_personalization() \
+                else None
+            context = replace(_context(event), offer_affinity={
+                o.offer_id: float(a) for o, a in zip(self.candidates, affinity, strict=True)})
+            self.captured[event.get("decision_id")] = vectorize(
+                profile, self.candidates, context, event.ts, self.offer_stats)
+        super()._take_row(event, state)
