@@ -14,7 +14,7 @@ Examples
 >>> import tempfile, pathlib
 >>> root = pathlib.Path(tempfile.mkdtemp())
 >>> with EventArchive(root, "w1") as archive:
-...     archive.append([(1_700_000_000_000, b'{"customer_id": "a", "ts": 1700000000000}')])
+...     n = archive.append([(1_700_000_000_000, b'{"customer_id": "a", "ts": 1700000000000}')])
 >>> [e["customer_id"] for e in read_archive(root)]
 ['a']
 """
