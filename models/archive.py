@@ -31,7 +31,10 @@ from typing import IO, Any
 
 import orjson
 
-__all__ = ["EventArchive", "read_archive", "purge_customer"]
+__all__ = ["EventArchive", "read_archive", "read_in_processing_order", "purge_customer", "SEQ_FIELD"]
+
+#: Field a writer adds to every archived event: its processing order (microseconds, increasing).
+SEQ_FIELD = "_archived_us"
 
 _DAY = re.compile(r"^date=\d{4}-\d{2}-\d{2}$")
 
@@ -118,6 +121,18 @@ def read_archive(root: Path, *, skip: Callable[[dict[str, Any]], bool] | None = 
                 return
             if skip is None or not skip(event):
                 yield event
+
+
+def read_in_processing_order(root: Path, *, skip: Callable[[dict[str, Any]], bool] | None = None
+                             ) -> list[dict[str, Any]]:
+    """All archived events in the order they were applied (by :data:`SEQ_FIELD`).
+
+    Restoring state must follow processing order, not event time: a consent call made now
+    governs events that carry older timestamps but were applied after it.
+    """
+    events = [e for e in read_archive(root) if skip is None or not skip(e)]
+    events.sort(key=lambda e: e.get(SEQ_FIELD, 0))
+    return events
 
 
 def purge_customer(root: Path, customer_id: str) -> int:

@@ -122,3 +122,4 @@ def register_agents(rt: Runtime) -> None:
     async def ingest(stream: Any) -> None:
         async for event in stream.events():
             await _handle_message(rt, event.key, event.value, event.message)
+            rt.processed[event.message.partition] = event.message.offset + 1

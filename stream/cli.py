@@ -15,10 +15,13 @@ __all__ = ["main", "build_parser"]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     import faust
 
     from stream.app import quiet_logging
     from stream.broker import EmbeddedBroker
+    from stream.restore import restore_from_disk
     from stream.settings import load_settings
     from stream.worker import Runtime
 
@@ -32,11 +35,17 @@ def _serve(args: argparse.Namespace) -> int:
         # run would claim offsets the new broker never had, so start those tables empty.
         shutil.rmtree(settings.table_dir, ignore_errors=True)
         print(f"offerstream: embedded broker on {broker.bootstrap} (memory only)", flush=True)
+        restored = asyncio.run(restore_from_disk(broker.bootstrap, settings))
+        if restored["events"] or restored["offers"]:
+            print(f"offerstream: restoring {restored['events']} archived events, {restored['offers']} offers "
+                  f"and {restored['erasures']} erasures from {settings.data_dir}", flush=True)
     if settings.api_key is None:
         print("offerstream: WARNING no OFFERSTREAM_API_KEY set: write, consent and erasure calls "
               "are open (fine for a demo, not for a shop)", flush=True)
     quiet_logging(settings.log_level)
     runtime = Runtime(settings)
+    if broker is not None:
+        runtime.restore_target = restored["ends"]
     print(f"offerstream: worker serving {settings.url} (broker {settings.broker})", flush=True)
     try:
         worker = faust.Worker(runtime.app, loglevel=settings.log_level, quiet=True,

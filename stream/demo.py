@@ -139,7 +139,11 @@ def run_demo(port: int, data_dir: Path, households: int, keep_running: bool = Tr
     data_dir.mkdir(parents=True, exist_ok=True)
     version = _ensure_model(data_dir)
     broker = EmbeddedBroker(log_path=data_dir / "broker.log").start()
-    shutil.rmtree(data_dir / f"worker-{port}", ignore_errors=True)  # the new broker is empty
+    # The demo replays its sample every run on a new, empty broker: start its state afresh too.
+    shutil.rmtree(data_dir / f"worker-{port}", ignore_errors=True)
+    shutil.rmtree(data_dir / "archive", ignore_errors=True)
+    for name in ("catalogue.jsonl", "erasure-ledger.jsonl", "dead-letter.jsonl"):
+        (data_dir / name).unlink(missing_ok=True)
     log = (data_dir / "worker.log").open("ab")
     cmd = [sys.executable, "-m", "stream.cli", "serve", "--broker", broker.url, "--port", str(port),
            "--data-dir", str(data_dir)]

@@ -14,7 +14,7 @@ from aiohttp import web as aioweb
 from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 
-from models.archive import EventArchive, purge_customer
+from models.archive import SEQ_FIELD, EventArchive, purge_customer
 from models.catalog import Offer
 from models.consent import ConsentChange
 from models.events import Event
@@ -61,6 +61,9 @@ class Runtime:
         self._partitioner = DefaultPartitioner()
         self._partitions = list(range(settings.partitions))
         self.started_at = time.time()
+        self._seq = 0
+        self.restore_target: dict[int, int] = {}  # events partition -> offset restore must reach
+        self.processed: dict[int, int] = {}  # events partition -> next offset to process
         register_agents(self)
         register_views(self)
         self._register_tasks()
@@ -121,8 +124,11 @@ class Runtime:
 
     def health(self) -> dict[str, Any]:
         """Readiness as it really is."""
-        ready = self.recovered() and self.catalogue.ready.is_set() and self.erasures.ready.is_set()
+        restored = all(self.processed.get(p, 0) >= end for p, end in self.restore_target.items())
+        ready = (self.recovered() and self.catalogue.ready.is_set() and self.erasures.ready.is_set()
+                 and restored)
         return {
+            "archive_restored": restored,
             "ready": ready, "recovered": self.recovered(), "catalogue_loaded": self.catalogue.ready.is_set(),
             "erasure_ledger_loaded": self.erasures.ready.is_set(),
             "offers": len(self.catalogue.offers), "model_version": self.model.scorer.version,
@@ -190,7 +196,11 @@ class Runtime:
 
     def archive_events(self, events: list[Event]) -> None:
         """Append applied events to the local archive (flushed to disk every second)."""
-        self.archive.append((e.ts, orjson.dumps(e.data)) for e in events)
+        self.archive.append((e.ts, orjson.dumps({**e.data, SEQ_FIELD: self._next_seq()})) for e in events)
+
+    def _next_seq(self) -> int:
+        self._seq = max(self._seq + 1, time.time_ns() // 1000)
+        return self._seq
 
     def archive_consent_call(self, customer_id: str, change: ConsentChange, ts: int) -> None:
         """Record a consent call's effect as a ``consent`` event, so replays reproduce it."""
@@ -199,7 +209,7 @@ class Runtime:
             return
         event = {"event_id": f"api-consent-{uuid.uuid4().hex}", "type": "consent",
                  "customer_id": customer_id, "ts": ts, "consent": {"flags": flags},
-                 "source": "api", "tc_hash": change.state.tc_hash}
+                 "source": "api", "tc_hash": change.state.tc_hash, SEQ_FIELD: self._next_seq()}
         self.archive.append([(ts, orjson.dumps(event))])
         self.archive.flush(fsync=True)
 

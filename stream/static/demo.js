@@ -309,8 +309,10 @@
     return state.score;
   }
 
+  /* The customer first, then the offers: the answer shown is at least as new as the profile shown. */
   async function refresh() {
-    const [customer, score] = await Promise.all([loadCustomer(), loadScore()]);
+    const customer = await loadCustomer();
+    const score = await loadScore();
     return [customer, score];
   }
 

@@ -34,9 +34,9 @@ def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, wha
 class WorkerProcess:
     """One ``offerstream serve`` worker in its own process and data directory."""
 
-    def __init__(self, broker_url: str, data_dir: Path, *, app_id: str, registry: Path | None = None,
-                 partitions: int = 4, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, broker_url: str | None, data_dir: Path, *, app_id: str, registry: Path | None = None,
+                 partitions: int = 4, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / f"worker-{self.port}.log"
@@ -45,7 +45,8 @@ class WorkerProcess:
             shutil.copytree(registry, data_dir / "models")
         self.env = {**os.environ, "OFFERSTREAM_APP_ID": app_id, "OFFERSTREAM_LOG_LEVEL": "WARNING",
                     "OFFERSTREAM_HASH_KEY": "test-hash-key", **(env or {})}
-        self.cmd = [sys.executable, "-m", "stream.cli", "serve", "--broker", broker_url,
+        broker = ["--broker", broker_url] if broker_url else []  # None: the embedded default
+        self.cmd = [sys.executable, "-m", "stream.cli", "serve", *broker,
                     "--port", str(self.port), "--data-dir", str(data_dir), "--partitions", str(partitions)]
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = ApiClient(self.url, api_key=self.env.get("OFFERSTREAM_API_KEY"),

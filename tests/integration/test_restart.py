@@ -1,0 +1,64 @@
+"""Stop and start the embedded default: profiles, consent, catalogue, erasures and model come back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.workers import WorkerProcess, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _events(customer: str, n: int, start: int = 0) -> list[dict]:
+    now = int(time.time() * 1000)
+    return [{"event_id": f"{customer}-{i}", "type": "add_to_cart", "customer_id": customer,
+             "ts": now - 60_000 + i, "item_id": f"sku-{i}", "category": "shoes", "price": 10.0 + i}
+            for i in range(start, start + n)]
+
+
+def _state(w: WorkerProcess, customer: str) -> tuple[int, dict | None]:
+    status, body = w.client.request("GET", f"/v1/customers/{customer}")
+    return status, body if status == 200 else None
+
+
+def test_restart_of_the_embedded_default_restores_everything(tmp_path: Path, trained_registry: Path) -> None:
+    first = WorkerProcess(None, tmp_path / "data", app_id="restart", registry=trained_registry).start()
+    try:
+        first.client.json("PUT", "/v1/offers/shoes-10", {"title": "10% shoes", "category": "shoes",
+                                                         "kind": "discount", "discount_pct": 10})
+        first.client.json("PUT", "/v1/offers/partner", {"title": "p", "category": "travel", "kind": "partner"})
+        for customer in ("keep-1", "keep-2", "gone-1"):
+            first.client.json("PUT", f"/v1/customers/{customer}/consent",
+                              {"flags": {"profile": True, "personalize": True, "sharing": True}})
+            first.client.json("POST", "/v1/events", _events(customer, 4), expect=202)
+        first.client.json("PUT", "/v1/customers/keep-2/consent", {"flags": {"sharing": False}})
+        # a consent event through the stream, applied after the events it governs
+        first.client.json("POST", "/v1/events", [{"event_id": "c-k1", "type": "consent", "customer_id": "keep-1",
+                                                  "ts": int(time.time() * 1000), "consent": {"gpc": True}}],
+                          expect=202)
+        wait_until(lambda: all((_state(first, c)[1] or {}).get("profile", {}) and
+                               _state(first, c)[1]["profile"]["n_events"] == 4
+                               for c in ("keep-1", "keep-2", "gone-1")), what="profiles built")
+        wait_until(lambda: _state(first, "keep-1")[1]["consent"]["flags"]["sharing"] is False, what="gpc event")
+        first.client.json("DELETE", "/v1/customers/gone-1")
+        before = {c: _state(first, c)[1] for c in ("keep-1", "keep-2")}
+        model = first.client.json("GET", "/health")["model_version"]
+    finally:
+        first.stop()
+
+    second = WorkerProcess(None, tmp_path / "data", app_id="restart", port=first.port).start(timeout=90)
+    try:
+        health = second.client.json("GET", "/health")
+        assert health["ready"] and health["archive_restored"] and health["model_version"] == model
+        assert {o["offer_id"] for o in second.client.json("GET", "/v1/offers")["offers"]} == {"shoes-10", "partner"}
+        for customer, state in before.items():
+            assert _state(second, customer)[1] == state, f"{customer} differs after the restart"
+        assert _state(second, "gone-1")[0] == 404, "an erased customer must not come back from the archive"
+        answer = second.client.json("POST", "/v1/score", {"customer_id": "keep-2", "k": 5})
+        assert answer["personalized"] is True and answer["consent_basis"]["flags"]["sharing"] is False
+        assert "partner" not in {o["offer_id"] for o in answer["offers"]}
+    finally:
+        second.stop()
