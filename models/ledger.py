@@ -17,13 +17,16 @@ Examples
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import orjson
 
 from models.decision import hash_customer_id
 
-__all__ = ["ErasureLedger"]
+__all__ = ["ErasureLedger", "read_hash_key", "LEDGER_FILE"]
+
+LEDGER_FILE = "erasure-ledger.jsonl"
 
 
 class ErasureLedger:
@@ -86,3 +89,21 @@ class ErasureLedger:
     def entries(self) -> dict[str, int]:
         """All entries, hash -> erasure time."""
         return dict(self._erased)
+
+
+def read_hash_key(data_dir: Path, *, create: bool = False) -> bytes:
+    """The installation's hash key: ``$OFFERSTREAM_HASH_KEY``, else ``DATA_DIR/hash.key``.
+
+    With ``create`` a new random key is written (mode 0600) when there is none yet.
+    """
+    env = os.environ.get("OFFERSTREAM_HASH_KEY")
+    if env:
+        return env.encode()
+    path = Path(data_dir) / "hash.key"
+    if not path.exists():
+        if not create:
+            raise FileNotFoundError(f"no hash key: set OFFERSTREAM_HASH_KEY or provide {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip().encode()

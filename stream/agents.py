@@ -29,6 +29,9 @@ MAX_DEAD_LETTER_RAW = 64 * 1024
 
 
 RESTORED_HEADER = "offerstream-restored"
+# Only what was stored is archived: an event dropped for lack of consent, a duplicate, or one of
+# an erased customer leaves no trace on disk either.
+STORED_OUTCOMES = frozenset({"applied", "consent", "preference", "dismissed"})
 
 
 def apply_event(rt: Runtime, event: Event) -> str:
@@ -55,7 +58,8 @@ def apply_event(rt: Runtime, event: Event) -> str:
         consent.add_dismissed(event.get("offer_id"))
         topo.write_consent(cid, consent)
     if not consent.flags["profile"]:
-        return "not_profiled"  # fail closed: no profile consent, nothing is added
+        # fail closed: no profile consent, nothing is added (a dismissal is still remembered)
+        return "dismissed" if event.type == "offer_dismiss" else "not_profiled"
     profile = topo.read_profile(cid) or Profile()
     if not profile.apply(event):
         return "duplicate"
@@ -102,7 +106,7 @@ async def _handle_message(rt: Runtime, key: bytes | None, value: bytes | None, m
                                message, index if envelope else None)
             continue
         rt.metrics.inc(f'events_processed_total{{outcome="{outcome}"}}')
-        if outcome != "erased":
+        if outcome in STORED_OUTCOMES:
             applied.append(item)
     if applied and not _restored(message):
         rt.archive_events(applied)

@@ -6,10 +6,11 @@ Secrets (API keys, the hash key) are never printed: ``repr`` masks them.
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from models.ledger import read_hash_key
 
 __all__ = ["Settings", "load_settings"]
 
@@ -81,15 +82,7 @@ class Settings:
 
 def _hash_key(data_dir: Path) -> bytes:
     """The installation's HMAC key: from the environment, else created once in ``data_dir``."""
-    env = os.environ.get("OFFERSTREAM_HASH_KEY")
-    if env:
-        return env.encode()
-    path = data_dir / "hash.key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip().encode()
+    return read_hash_key(data_dir, create=True)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -39,6 +39,7 @@ from training.datasets import (
     TrainingData,
     TrainingInputError,
     decision_groups,
+    from_archive,
     from_files,
     load_dataset,
     parse_until,
@@ -103,7 +104,9 @@ def _load(args: argparse.Namespace, progress: _Progress) -> TrainingData:
     until = parse_until(str(args.until)) if getattr(args, "until", None) else None
     dataset = getattr(args, "dataset", None) or "events"
     events = getattr(args, "events", None)
-    if dataset == "events":
+    if getattr(args, "archive", None):
+        data = from_archive(args.archive, getattr(args, "offers", None), until=until)
+    elif dataset == "events":
         if not events:
             raise TrainingInputError("give --events PATH... (with --offers FILE) or --dataset")
         data = from_files(events, getattr(args, "offers", None), until=until,
@@ -122,6 +125,7 @@ def run_training(data: TrainingData, out: Path, *, registry: Path | None = None,
     from threadpoolctl import threadpool_limits
 
     result = replay(data.events, data.offers, attribution_ms=data.attribution_ms,
+                    processing_order=data.processing_order,
                     assume_consent=data.assume_consent)
     progress(f"replay: {result.counts['rows']} rows, {result.counts['positives']} positives")
     train, test = _split(result)

@@ -32,10 +32,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from models.archive import read_in_processing_order
 from models.catalog import Offer, parse_offer
 from models.errors import OfferstreamError, ValidationError
 from models.events import parse_event, parse_ts
 from models.features import vectorize
+from models.ledger import LEDGER_FILE, ErasureLedger, read_hash_key
 from models.profile import DAY_MS
 from training.replay import RowMeta, _context, _Replayer
 
@@ -75,6 +77,7 @@ class TrainingData:
     attribution_ms: int | None = None
     grouping: str = "decision_id"
     notes: dict[str, Any] = field(default_factory=dict)
+    processing_order: bool = False  # events in the order a worker applied them (an archive)
 
 
 def parse_until(text: str) -> int:
@@ -163,6 +166,26 @@ def from_files(paths: Sequence[Path], offers_path: Path | None, *, until: int | 
     events, dropped = read_event_files(paths, until)
     return TrainingData("events", events, offers, [str(p) for p in paths],
                         assume_consent=assume_consent, notes={"dropped_until": dropped})
+
+
+def from_archive(data_dir: Path, offers_path: Path | None, *, until: int | None = None) -> TrainingData:
+    """Training data from a worker data dir: its event archive, read through its erasure ledger.
+
+    Events of erased customers (at or before their erasure) are never read; offers come from
+    ``offers_path`` or else the data dir's catalogue snapshot.
+    """
+    data_dir = Path(data_dir)
+    archive = data_dir / "archive"
+    if not archive.is_dir():
+        raise TrainingInputError(f"{data_dir}: no event archive (expected {archive})")
+    ledger = ErasureLedger(data_dir / LEDGER_FILE, read_hash_key(data_dir))
+    events = [e for e in read_in_processing_order(
+        archive, skip=lambda e: ledger.is_erased(str(e.get("customer_id")), int(e["ts"])))
+        if until is None or int(e["ts"]) < until]
+    snapshot = offers_path or data_dir / "catalogue.jsonl"
+    offers = read_offers_file(snapshot)
+    return TrainingData("archive", events, offers, [str(archive)], processing_order=True,
+                        notes={"erased_customers": len(ledger.entries())})
 
 
 def _keep_until(events: Iterable[dict[str, Any]], until: int | None) -> list[dict[str, Any]]:

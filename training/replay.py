@@ -182,6 +182,7 @@ class _Replayer:
         self.invalid: list[tuple[int, str]] = []
         self.first_ts: int | None = None
         self.last_ts: int | None = None
+        self.processing_order = False
 
     # ---- driving ---------------------------------------------------------------------------
     def feed(self, index: int, raw: Any) -> None:
@@ -198,7 +199,7 @@ class _Replayer:
             return
         self.seen_ids.add(event.event_id)
         self._check_order(index, event.ts)
-        self._close_windows(event.ts)
+        self._close_windows(self.last_ts if self.last_ts is not None else event.ts)
         if event.customer_id in self.erased:
             self.counts["skipped_erased"] += 1
             return
@@ -213,6 +214,10 @@ class _Replayer:
             self.invalid.append((index, str(exc)))
 
     def _check_order(self, index: int, ts: int) -> None:
+        if self.processing_order:
+            self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
+            self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+            return
         if self.last_ts is not None and ts < self.last_ts:
             raise InvalidEvent(
                 f"events[{index}].ts",
@@ -349,6 +354,7 @@ def replay(
     attribution_ms: int | None = None,
     assume_consent: bool = False,
     erased: Container[str] = (),
+    processing_order: bool = False,
 ) -> ReplayResult:
     """Replay an event log point-in-time and return training rows, labels and final state.
 
@@ -366,6 +372,10 @@ def replay(
         ``sharing`` granted (sources ``"assumed"``). Default: unknown consent, everything off.
     erased : container of str
         The erasure ledger: these customers are skipped entirely.
+    processing_order : bool
+        The events are in the order a worker applied them (an event archive), not in ``ts``
+        order: late events are then applied where they were applied live (so consent decides
+        exactly as it did), and label windows close at the newest time seen so far.
 
     Returns
     -------
@@ -377,6 +387,7 @@ def replay(
         If a valid, new event's ``ts`` is earlier than the previous one's (named by its index).
     """
     replayer = _Replayer(offers, attribution_ms, assume_consent, erased)
+    replayer.processing_order = processing_order
     for index, raw in enumerate(events):
         replayer.feed(index, raw)
     return replayer.result()

@@ -49,6 +49,7 @@
     score: null,             // last POST /v1/score body
     prevScores: new Map(),   // offer_id -> score shown before the last change
     generation: 0,           // raised by every user action; stale polling loops stop
+    expectedEvents: 0,       // profile events expected once every event sent is applied
     scoreSeq: 0,             // only the newest score answer is rendered
     customerSeq: 0,
     refreshes: 0,
@@ -247,7 +248,10 @@
     if (event.type === "offer_dismiss") {
       check = (_c, s) => s && s.filtered.some((f) => f.offer_id === event.offer_id && f.reason === "dismissed");
     } else if (flagOn("profile")) {
-      check = (c) => profileEvents(c) > before;
+      // Several clicks may be in flight: wait for all of them, not just for "one more".
+      state.expectedEvents = Math.max(state.expectedEvents, before) + 1;
+      const target = state.expectedEvents;
+      check = (c) => profileEvents(c) >= target;
     } else {
       check = null;  // without profile consent nothing is stored: one refresh shows that
     }
@@ -367,7 +371,9 @@
 
   function renderScore(score) {
     const previous = state.score && state.score.customer_id === score.customer_id ? state.score : null;
-    if (previous && previous.decision_id !== score.decision_id) {
+    // The arrows compare with the last answer that differed, so a plain refresh keeps them.
+    const key = (s) => s.offers.map((o) => `${o.offer_id}:${o.score}`).join(",");
+    if (previous && key(previous) !== key(score)) {
       state.prevScores = new Map(previous.offers.map((o) => [o.offer_id, o.score]));
     }
     state.score = score;
@@ -469,6 +475,7 @@
     if (r.profile_erased) parts.push("profile erased");
     message.textContent = `Consent epoch ${r.consent.epoch}: ${parts.join("; ") || "no change"}. In force now.`;
     message.dataset.kind = "ok";
+    if (r.profile_erased) state.expectedEvents = 0;
     await refresh();
     return true;
   }
@@ -496,16 +503,29 @@
     box.replaceChildren(
       el("h3", { text: `Erasure receipt for ${r.customer_id}` }),
       el("p", { text: `Erased at ${new Date(r.erased_at).toLocaleString()}` }),
-      el("ul", {}, (r.stores || []).map((s) => el("li", { "data-store": s.store },
-        `${s.store}: ${s.removed ? "removed" : "nothing stored"}` +
-        (s.changelog_tombstone ? ", tombstone written to the changelog" : "")))),
+      el("ul", {}, (r.stores || []).map((s) => el("li", { "data-store": s.store }, describeStore(s)))),
+      r.ledger_hash ? el("p", {}, "Ledger entry ", el("code", { text: r.ledger_hash })) : null,
       el("details", {}, el("summary", { text: "Receipt as JSON" }),
         el("pre", { text: JSON.stringify(r, null, 2) })));
     box.dataset.erased = "true";
     state.prevScores.clear();
+    state.expectedEvents = 0;
     state.generation += 1;
     await refresh();
     setStatus(`Everything stored about ${r.customer_id} was erased.`);
+  }
+
+  /* One line of the erasure receipt, whatever fields the store reports. */
+  function describeStore(s) {
+    const parts = [];
+    if ("removed" in s) parts.push(s.removed ? "removed" : "nothing stored");
+    if (s.changelog_tombstone) parts.push("tombstone written to the changelog");
+    if ("removed_events" in s) parts.push(`${s.removed_events} archived event${s.removed_events === 1 ? "" : "s"} deleted`);
+    if (s.added) parts.push("id added (as a keyed hash), so replays never bring it back");
+    if (s.replicated_to) parts.push(`replicated to topic ${s.replicated_to}`);
+    const known = new Set(["store", "removed", "changelog_tombstone", "removed_events", "added", "replicated_to"]);
+    for (const [k, v] of Object.entries(s)) if (!known.has(k)) parts.push(`${k}: ${JSON.stringify(v)}`);
+    return `${s.store}: ${parts.join(", ") || "done"}`;
   }
 
   async function switchCustomer(id) {
@@ -515,6 +535,7 @@
     state.score = null;
     state.prevScores.clear();
     state.generation += 1;
+    state.expectedEvents = 0;
     $("customer-id").value = cid;
     $("current-customer").textContent = cid;
     $("erase-receipt").replaceChildren();
