@@ -16,10 +16,12 @@ from aiohttp import web as aioweb
 from faust.web import View
 
 from models.catalog import parse_offer
-from models.consent import apply_update, parse_update
+from models.consent import ConsentState, apply_update, parse_update
 from models.decision import decide, parse_score_request
 from models.errors import InvalidEvent, NotFound
 from models.events import Event, parse_payload
+from models.profile import Profile
+from stream.openapi import build_openapi
 from stream.http import ApiError, check_key, handler, json_response, read_json
 
 if TYPE_CHECKING:
@@ -36,6 +38,29 @@ def _now_ms() -> int:
 
 def _gpc(request: aioweb.Request) -> bool:
     return request.headers.get("Sec-GPC", "").strip() == "1"
+
+
+def _gpc_events(events: list[Event]) -> list[Event]:
+    """One ``consent`` event with ``gpc: true`` per customer of a call that carried ``Sec-GPC: 1``."""
+    now = _now_ms()
+    customers = dict.fromkeys(e.customer_id for e in events)
+    out = []
+    for cid in customers:
+        data = {"event_id": f"gpc-{uuid.uuid4().hex}", "type": "consent", "customer_id": cid, "ts": now,
+                "consent": {"gpc": True}, "source": "Sec-GPC header"}
+        out.append(Event(event_id=data["event_id"], type="consent", customer_id=cid, ts=now, data=data))
+    return out
+
+
+def _why(consent: ConsentState, profile: Profile | None) -> dict[str, str]:
+    """Why each stored item is kept, for an access request."""
+    why = {"consent": "your consent choices, kept to honour them and to prove that we did"}
+    if consent.dismissed or consent.exclude_categories:
+        why["choices"] = "offers you dismissed and categories you excluded, so we never show them"
+    if profile is not None:
+        why["profile"] = (f"built from your activity because you granted 'profile' consent "
+                          f"(source: {consent.sources['profile']}, consent epoch {consent.epoch})")
+    return why
 
 
 def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per route
@@ -57,6 +82,8 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
             if not good:
                 return json_response({"error": "invalid", "detail": rejected[0]["error"],
                                       "accepted": 0, "rejected": rejected}, 400)
+            if _gpc(request):  # Global Privacy Control on the call: sharing off for these customers
+                good = [*_gpc_events(good), *good]
             await rt.publish_events(good)
             rt.metrics.inc("events_accepted_total", len(good))
             rt.metrics.inc("events_rejected_total", len(rejected))
@@ -131,6 +158,7 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
                 "choices": {"exclude_categories": consent.exclude_categories,
                             "channels": consent.channels, "dismissed": consent.dismissed},
                 "profile": profile.to_dict() if profile is not None else None,
+                "why": _why(consent, profile),
             })
 
         @handler
@@ -171,6 +199,12 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
         async def get(self, request: aioweb.Request) -> aioweb.Response:
             report: dict[str, Any] = rt.health()
             return json_response(report, 200 if report["ready"] else 503)
+
+    @app.page("/openapi.json")
+    class OpenApi(View):
+        @handler
+        async def get(self, request: aioweb.Request) -> aioweb.Response:
+            return json_response(build_openapi(rt.settings.url))
 
     @app.page("/demo")
     class Demo(View):

@@ -138,8 +138,21 @@ class Runtime:
             "open_access": self.settings.api_key is None,
         }
 
+    def consumer_lag(self) -> dict[int, int]:
+        """Events not yet processed per assigned partition (from the Fetch high watermarks)."""
+        lag = {}
+        for tp in self.app.consumer.assignment():
+            if tp.topic == "events":
+                high = self.app.consumer.highwater(tp)
+                if high is not None:
+                    lag[tp.partition] = max(0, high - self.processed.get(tp.partition, 0))
+        return lag
+
     def render_metrics(self) -> str:
         """Prometheus text for ``/metrics``."""
+        for partition, lag in self.consumer_lag().items():
+            self.metrics.gauges[f'consumer_lag{{partition="{partition}"}}'] = lag
+        self.metrics.gauges["erasures"] = len(self.ledger.entries())
         self.metrics.gauges["offers"] = len(self.catalogue.offers)
         self.metrics.gauges["ready"] = int(self.health()["ready"])
         self.metrics.info["model_version"] = self.model.scorer.version

@@ -211,3 +211,24 @@ def test_malformed_kafka_message_goes_to_dead_letter(worker: WorkerProcess, brok
     assert len(letters) == 2
     assert "JSON" in letters[0]["reason"] and letters[0]["raw"] == "{oops"
     assert letters[1]["field"] == "ts" and letters[1]["source"]["topic"] == "events"
+
+
+def test_sec_gpc_header_on_any_call_turns_sharing_off(worker: WorkerProcess) -> None:
+    import urllib.request
+
+    worker.client.json("PUT", "/v1/customers/gpc-1/consent", {"flags": {"profile": True, "sharing": True}})
+    assert score(worker, "gpc-1")["consent_basis"]["flags"]["sharing"] is True
+    # on a score call the header narrows that decision
+    narrowed = worker.client.json("POST", "/v1/score", {"customer_id": "gpc-1", "k": 10,
+                                                        "consent": {"gpc": True}})
+    assert narrowed["consent_basis"]["flags"]["sharing"] is False
+    assert "travel-partner" not in {o["offer_id"] for o in narrowed["offers"]}
+    # on an events call it is recorded for the customers of the call
+    request = urllib.request.Request(worker.url + "/v1/events", data=orjson.dumps(browse("gpc-1", 1)),
+                                     method="POST", headers={"Content-Type": "application/json", "Sec-GPC": "1"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback test server
+        assert response.status == 202
+    wait_until(lambda: worker.client.json("GET", "/v1/customers/gpc-1")["consent"]["flags"]["sharing"] is False,
+               what="GPC to switch sharing off")
+    stored = worker.client.json("GET", "/v1/customers/gpc-1")
+    assert stored["consent"]["sources"]["sharing"] == "gpc" and "profile" in stored["why"]
