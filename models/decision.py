@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 from models.catalog import Offer, ineligibility
 from models.consent import ConsentState, ConsentUpdate, parse_update, restrict
 from models.errors import InvalidConsent, InvalidRequest
+from models.exploration import Exploration, choose
 from models.features import FEATURE_NAMES, Context, parse_context, vectorize
 from models.profile import Profile
 from models.scorer import Scorer
@@ -25,6 +27,8 @@ from models.scorer import Scorer
 __all__ = ["ScoreRequest", "parse_score_request", "decide", "hash_customer_id", "MAX_K", "MAX_CANDIDATES"]
 
 MAX_K = 100
+GREEDY = Exploration()
+_RNG = random.Random()
 MAX_CANDIDATES = 2000
 _F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -106,11 +110,15 @@ def decide(
     now_ms: int,
     decision_id: str,
     hash_key: bytes,
+    exploration: Exploration = GREEDY,
+    rng: random.Random | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Make one decision; return ``(response, audit_record)``.
 
     The profile is read only if the effective flags (stored consent narrowed by the request's
-    own signals) grant both ``profile`` and ``personalize``.
+    own signals) grant both ``profile`` and ``personalize``. Candidates are sorted by offer id
+    before scoring, so ties break the same way on every worker; ``exploration`` chooses the
+    slate (greedy by default) and each returned offer carries its ``propensity``.
     """
     flags = restrict(consent.flags, request.consent)
     personalized = flags["personalize"] and flags["profile"] and profile is not None
@@ -129,13 +137,14 @@ def decide(
             eligible.append(offer)
         else:
             filtered.append({"offer_id": offer_id, "reason": reason})
+    eligible.sort(key=lambda offer: offer.offer_id)  # ties in score break by offer id everywhere
     X = vectorize(used_profile, eligible, request.context, now_ms, scorer.offer_stats)
     scores = scorer.score(X)
-    order = sorted(range(len(eligible)), key=lambda i: (-float(scores[i]), eligible[i].offer_id))[: request.k]
+    slate = choose([float(v) for v in scores], request.k, exploration, rng or _RNG)
     offers = [
         {"offer_id": eligible[i].offer_id, "score": round(float(scores[i]), 6), "rank": rank,
-         "reasons": _reasons(X[i], eligible[i], personalized)}
-        for rank, i in enumerate(order, start=1)
+         "reasons": _reasons(X[i], eligible[i], personalized), "propensity": round(propensity, 6)}
+        for rank, (i, propensity) in enumerate(slate, start=1)
     ]
     basis = {"flags": flags, "epoch": consent.epoch, "sources": dict(consent.sources)}
     response = {
@@ -147,7 +156,9 @@ def decide(
         "customer_hash": hash_customer_id(hash_key, request.customer_id),
         "consent_basis": basis, "tc_hash": consent.tc_hash,
         "mode": "personalized" if personalized else "contextual", "model_version": scorer.version,
-        "offers": [{"offer_id": o["offer_id"], "score": o["score"], "rank": o["rank"]} for o in offers],
+        "exploration": exploration.mode,
+        "offers": [{"offer_id": o["offer_id"], "score": o["score"], "rank": o["rank"],
+                    "propensity": o["propensity"]} for o in offers],
         "filtered": filtered,
     }
     return response, audit
