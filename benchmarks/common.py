@@ -1,0 +1,158 @@
+"""Helpers shared by the benchmarks: percentiles, a worker group on the bundled broker, results.
+
+Every benchmark module has ``run(quick: bool = False) -> dict`` returning::
+
+    {"name": str, "settings": {...}, "results": {...},
+     "targets": [{"metric": str, "value": float, "target": float, "unit": str, "pass": bool}]}
+
+and ``main()`` for ``python -m benchmarks.<name> [--quick]``, which prints :func:`print_report`
+and writes the JSON with :func:`write_results` to ``benchmarks/results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "RESULTS_DIR",
+    "percentile",
+    "summarize",
+    "target",
+    "worker_group",
+    "write_results",
+    "print_report",
+    "cli",
+]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) by linear interpolation; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def summarize(values: Sequence[float], digits: int = 3) -> dict[str, float]:
+    """``n, mean, p50, p90, p99, max`` of a sample, rounded."""
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "mean": round(sum(values) / len(values), digits),
+        "p50": round(percentile(values, 50), digits),
+        "p90": round(percentile(values, 90), digits),
+        "p99": round(percentile(values, 99), digits),
+        "max": round(max(values), digits),
+    }
+
+
+def target(metric: str, value: float, limit: float, unit: str, *, at_most: bool = True) -> dict[str, Any]:
+    """One target row: ``value <= limit`` (or ``>=`` with ``at_most=False``)."""
+    ok = value <= limit if at_most else value >= limit
+    return {"metric": metric, "value": value, "target": limit, "unit": unit,
+            "comparison": "<=" if at_most else ">=", "pass": bool(ok)}
+
+
+@contextlib.contextmanager
+def worker_group(n_workers: int = 1, *, app_id: str = "bench", registry: Path | None = None,
+                 partitions: int = 4, env: dict[str, str] | None = None,
+                 settle_timeout: float = 90.0) -> Iterator[list[Any]]:
+    """The bundled broker plus ``n_workers`` real ``offerstream serve`` processes in one group.
+
+    Yields the started :class:`tests.integration.workers.WorkerProcess` objects once every worker
+    is ready and the group holds disjoint, complete partition sets. Everything is stopped after.
+    """
+    from stream.broker import EmbeddedBroker
+    from tests.integration.workers import WorkerProcess, wait_until
+
+    with tempfile.TemporaryDirectory(prefix=f"offerstream-{app_id}-") as tmp:
+        root = Path(tmp)
+        with EmbeddedBroker(log_path=root / "tansu.log") as broker:
+            workers = [WorkerProcess(broker.url, root / f"w{i}", app_id=app_id, registry=registry,
+                                     partitions=partitions, env=env) for i in range(n_workers)]
+            try:
+                for w in workers:
+                    w.start()
+
+                def settled() -> bool:
+                    reports = [w.health()[1] or {} for w in workers]
+                    held = [set(r.get("assigned_partitions", [])) for r in reports]
+                    union: set[int] = set().union(*held)
+                    disjoint = sum(len(h) for h in held) == len(union)
+                    return all(r.get("ready") for r in reports) and all(held) and disjoint \
+                        and union == set(range(partitions))
+
+                wait_until(settled, timeout=settle_timeout, interval=0.3,
+                           what=f"a group of {n_workers} worker(s) to settle")
+                yield workers
+            finally:
+                for w in reversed(workers):
+                    w.stop()
+
+
+def write_results(result: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
+    """Write ``result`` (plus host facts) to ``<directory>/<name>.json``; return the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {**result, "host": {"python": platform.python_version(), "machine": platform.machine(),
+                                 "system": platform.system()},
+              "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    path = directory / f"{result['name']}.json"
+    path.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    return path
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def print_report(result: dict[str, Any], out: Callable[[str], Any] = print) -> None:
+    """A readable table of settings, results (flattened) and targets."""
+    out(f"== benchmark: {result['name']} ==")
+    out("settings: " + ", ".join(f"{k}={v}" for k, v in result.get("settings", {}).items()))
+
+    def flat(prefix: str, obj: Any) -> Iterator[tuple[str, Any]]:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                yield from flat(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            yield prefix, obj
+
+    rows = list(flat("", result.get("results", {})))
+    width = max((len(k) for k, _ in rows), default=10)
+    for key, value in rows:
+        out(f"  {key:<{width}}  {_fmt(value)}")
+    if result.get("targets"):
+        out("targets:")
+        for t in result["targets"]:
+            mark = "PASS" if t["pass"] else "FAIL"
+            out(f"  [{mark}] {t['metric']}: {_fmt(t['value'])} {t['unit']} "
+                f"(target {t.get('comparison', '<=')} {_fmt(t['target'])} {t['unit']})")
+
+
+def cli(run: Callable[..., dict[str, Any]], description: str) -> dict[str, Any]:
+    """Parse ``--quick``, run, print the report, write the JSON; return the result."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
+    args = parser.parse_args()
+    result = run(quick=args.quick)
+    print_report(result)
+    path = write_results(result)
+    print(f"results written to {path}")
+    return result
