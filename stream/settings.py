@@ -39,6 +39,10 @@ class Settings:
         Key of the HMAC that hashes customer ids in logs and the audit trail.
     model_poll_s : float
         How often workers look for a newly promoted model.
+    exploration : str
+        ``greedy`` (default), ``epsilon:E`` or ``softmax:T``; see :mod:`models.exploration`.
+    registry : Path or None
+        A model registry shared by several workers (default: ``data_dir/models``).
     """
 
     broker: str | None = None
@@ -52,6 +56,8 @@ class Settings:
     hash_key: bytes = field(default=b"", repr=False)
     model_poll_s: float = 2.0
     log_level: str = "WARNING"
+    exploration: str = "greedy"
+    registry: Path | None = None
     store: str = "offerstream-rocksdb://"
 
     def __repr__(self) -> str:
@@ -61,8 +67,8 @@ class Settings:
 
     @property
     def registry_dir(self) -> Path:
-        """The model registry of this installation."""
-        return self.data_dir / "models"
+        """The model registry of this installation (shared when ``registry`` is set)."""
+        return self.registry if self.registry is not None else self.data_dir / "models"
 
     @property
     def table_dir(self) -> Path:
@@ -99,6 +105,8 @@ def load_settings(**overrides: Any) -> Settings:
         "score_key": env.get("OFFERSTREAM_SCORE_KEY") or None,
         "log_level": env.get("OFFERSTREAM_LOG_LEVEL", "WARNING"),
         "model_poll_s": float(env.get("OFFERSTREAM_MODEL_POLL_S", "2.0")),
+        "exploration": env.get("OFFERSTREAM_EXPLORATION", "greedy"),
+        "registry": Path(env["OFFERSTREAM_REGISTRY"]) if env.get("OFFERSTREAM_REGISTRY") else None,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["data_dir"] = Path(values["data_dir"]).resolve()

@@ -101,12 +101,13 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
             if forwarded is not None:
                 return forwarded
             rt.require_ready()
-            consent = rt.topology.read_consent(score_request.customer_id)
+            # the live state: what the ingest agent applied, even before its write-behind flush
+            consent = rt.live.read_consent(score_request.customer_id)
             wants_profile = consent.flags["personalize"] and consent.flags["profile"]
-            profile = rt.topology.read_profile(score_request.customer_id) if wants_profile else None
+            profile = rt.live.read_profile(score_request.customer_id) if wants_profile else None
             response, audit = decide(
                 score_request, consent, profile, rt.catalogue.offers, rt.model.scorer,
-                _now_ms(), uuid.uuid4().hex, rt.settings.hash_key,
+                _now_ms(), uuid.uuid4().hex, rt.settings.hash_key, rt.exploration,
             )
             await rt.topology.decisions.send(key=audit["customer_hash"], value=orjson.dumps(audit))
             rt.metrics.inc(f'decisions_total{{mode="{audit["mode"]}"}}')
@@ -129,8 +130,10 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
                 raise ApiError(409, "erased", "this customer was erased at this very millisecond; retry")
             change = apply_update(rt.topology.read_consent(customer_id), update, now)
             rt.topology.write_consent(customer_id, change.state)
+            rt.live.consent_changed(customer_id)
             rt.archive_consent_call(customer_id, change, now)
-            erased = rt.topology.erase_profile(customer_id) if "profile" in change.revoked else False
+            # through the live state, so a pending write-behind flush cannot bring the profile back
+            erased = rt.live.erase_profile(customer_id) if "profile" in change.revoked else False
             await rt.app.producer.flush()  # effective and durable when we answer
             return json_response({
                 "customer_id": customer_id, "consent": change.state.basis(),
@@ -148,7 +151,7 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
                 return forwarded
             rt.require_ready()
             consent = rt.topology.read_consent(customer_id)
-            profile = rt.topology.read_profile(customer_id)
+            profile = rt.live.read_profile(customer_id)
             stored = consent.epoch > 0 or consent.dismissed or consent.exclude_categories or profile
             if not stored:
                 raise NotFound(f"nothing is stored about customer {customer_id!r}")

@@ -18,6 +18,7 @@ from models.archive import SEQ_FIELD, EventArchive, purge_customer
 from models.catalog import Offer
 from models.consent import ConsentChange
 from models.events import Event
+from models.exploration import parse_exploration
 from models.ledger import ErasureLedger
 from models.registry import ModelRegistry
 from stream.agents import register_agents
@@ -25,6 +26,7 @@ from stream.app import create_app
 from stream.broker import TansuSafeTransport
 from stream.catalogue import ERASURES_TOPIC, Catalogue, TopicMirror
 from stream.http import FORWARDED_HEADER, Unavailable
+from stream.ingest_state import LiveState
 from stream.metrics import Metrics
 from stream.model_holder import ModelHolder
 from stream.settings import Settings
@@ -58,12 +60,15 @@ class Runtime:
         self.erasures = TopicMirror(bootstrap, ERASURES_TOPIC, self._apply_erasure)
         self.model = ModelHolder(ModelRegistry(settings.registry_dir))
         self.metrics = Metrics()
+        self.exploration = parse_exploration(settings.exploration)
         self._partitioner = DefaultPartitioner()
         self._partitions = list(range(settings.partitions))
         self.started_at = time.time()
         self._seq = 0
         self.restore_target: dict[int, int] = {}  # events partition -> offset restore must reach
         self.processed: dict[int, int] = {}  # events partition -> next offset to process
+        # Write-behind profiles of the ingest agent; every read and erase goes through it.
+        self.live = LiveState(self.topology, lambda: self.app.producer.flush())
         register_agents(self)
         register_views(self)
         self._register_tasks()
@@ -181,8 +186,9 @@ class Runtime:
         erased_at = int(time.time() * 1000)
         digest = self.ledger.add(customer_id, erased_at)
         sent = await self.topology.erasures.send(key=digest, value=orjson.dumps({"erased_at": erased_at}))
-        removed_profile = self.topology.erase_profile(customer_id)
+        removed_profile = self.live.erase_profile(customer_id)
         removed_consent = self.topology.erase_consent(customer_id)
+        self.live.consent_changed(customer_id)
         await self.app.producer.flush()
         await sent
         self.archive.flush()
