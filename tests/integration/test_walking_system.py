@@ -232,3 +232,44 @@ def test_sec_gpc_header_on_any_call_turns_sharing_off(worker: WorkerProcess) -> 
                what="GPC to switch sharing off")
     stored = worker.client.json("GET", "/v1/customers/gpc-1")
     assert stored["consent"]["sources"]["sharing"] == "gpc" and "profile" in stored["why"]
+
+
+def test_decisions_are_audited_without_raw_ids_or_tc_strings(worker: WorkerProcess,
+                                                             broker: EmbeddedBroker) -> None:
+    from models.tcf import TCString, encode_tc_string
+
+    tc = encode_tc_string(TCString(purpose_consents=frozenset(range(1, 11)), vendor_list_version=100))
+    customer = "audit-customer-7d1f"
+    changed = worker.client.json("PUT", f"/v1/customers/{customer}/consent",
+                                 {"tcf": tc, "flags": {"marketing": True}})
+    assert {"profile", "personalize", "measurement", "training"} <= set(changed["granted"])
+    answer = score(worker, customer)
+
+    async def find() -> tuple[dict, bytes]:
+        consumer = AIOKafkaConsumer("decisions", bootstrap_servers=broker.bootstrap, group_id=None,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        if orjson.loads(r.value)["decision_id"] == answer["decision_id"]:
+                            return orjson.loads(r.value), r.value
+        finally:
+            await consumer.stop()
+        raise AssertionError("decision not found on topic decisions")
+
+    record, raw = asyncio.run(find())
+    assert customer.encode() not in raw and tc.encode() not in raw
+    assert record["customer_hash"] and len(record["customer_hash"]) == 32
+    assert record["tc_hash"] and len(record["tc_hash"]) == 64
+    assert record["mode"] == "contextual" and record["model_version"] == answer["model_version"]
+    assert record["consent_basis"]["sources"]["profile"] == "tcf"
+    assert record["consent_basis"]["sources"]["marketing"] == "explicit"
+    assert record["consent_basis"]["epoch"] == 1
+    assert [o["offer_id"] for o in record["offers"]] == [o["offer_id"] for o in answer["offers"]]
+    assert record["filtered"] == answer["filtered"]
+    log = worker.log_path.read_text(errors="replace")
+    for secret in (customer, tc, "http-1", "kafka-1", "rev-1"):
+        assert secret not in log, f"{secret!r} appears in the worker log"
