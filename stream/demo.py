@@ -157,6 +157,7 @@ def run_demo(port: int, data_dir: Path, households: int, keep_running: bool = Tr
         sample = _load(client, broker.bootstrap, households)
         _example(client, base_url, sample)
         print(f"\nofferstream demo is running at {base_url} (worker log: {data_dir / 'worker.log'}).")
+        print(f"Demo shop page: {base_url}/demo", flush=True)
         if keep_running:
             print("Press Ctrl-C to stop.", flush=True)
             worker.wait()

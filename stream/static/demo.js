@@ -47,12 +47,14 @@
     catalogueLoaded: false,
     customer: null,          // last GET /v1/customers/{id} body, or null (404: nothing stored)
     score: null,             // last POST /v1/score body
-    prevScores: new Map(),   // offer_id -> score shown before the last change
+    prevScores: new Map(),   // offer_id -> score shown before the last burst of actions
     generation: 0,           // raised by every user action; stale polling loops stop
     expectedEvents: 0,       // profile events expected once every event sent is applied
     scoreSeq: 0,             // only the newest score answer is rendered
     customerSeq: 0,
     refreshes: 0,
+    renderedContent: "",
+    activeSettles: 0,        // polling loops still running (a burst of clicks in progress)
   };
 
   const $ = (id) => document.getElementById(id);
@@ -231,7 +233,15 @@
 
   // ---- events ----------------------------------------------------------------------------------
 
+  /* The arrows beside the scores compare with the answer shown before a burst of actions. */
+  function beginAction() {
+    if (state.activeSettles === 0 && state.score && state.score.customer_id === state.customerId) {
+      state.prevScores = new Map(state.score.offers.map((o) => [o.offer_id, o.score]));
+    }
+  }
+
   async function sendEvent(fields, label) {
+    beginAction();
     const event = { event_id: newId("demo"), customer_id: state.customerId, ts: Date.now(), channel: "web", ...fields };
     if (!["purchase", "return"].includes(event.type)) delete event.channel;
     const before = profileEvents(state.customer);
@@ -300,11 +310,11 @@
     const seq = ++state.scoreSeq;
     const cid = state.customerId;
     const section = $("offers");
-    section.setAttribute("aria-busy", "true");
+    $("offers-live").setAttribute("aria-busy", "true");
     const body = { customer_id: cid, k: Number($("k").value), context: { channel: "web" } };
     const res = await api("POST", "/v1/score", body, { score: true });
     if (seq !== state.scoreSeq || cid !== state.customerId) return state.score;
-    section.setAttribute("aria-busy", "false");
+    $("offers-live").setAttribute("aria-busy", "false");
     if (res.status !== 200) {
       section.dataset.state = "error";
       throw new Error(`POST /v1/score: ${errorText(res)}`);
@@ -324,6 +334,7 @@
   async function settle(generation, check) {
     const deadline = performance.now() + SETTLE_MS;
     document.body.dataset.settling = "true";
+    state.activeSettles += 1;
     try {
       for (;;) {
         const [customer, score] = await refresh();
@@ -332,7 +343,8 @@
         await sleep(POLL_MS);
       }
     } finally {
-      if (generation === state.generation) document.body.dataset.settling = "false";
+      state.activeSettles -= 1;
+      if (state.activeSettles === 0) document.body.dataset.settling = "false";
     }
   }
 
@@ -370,12 +382,6 @@
   }
 
   function renderScore(score) {
-    const previous = state.score && state.score.customer_id === score.customer_id ? state.score : null;
-    // The arrows compare with the last answer that differed, so a plain refresh keeps them.
-    const key = (s) => s.offers.map((o) => `${o.offer_id}:${o.score}`).join(",");
-    if (previous && key(previous) !== key(score)) {
-      state.prevScores = new Map(previous.offers.map((o) => [o.offer_id, o.score]));
-    }
     state.score = score;
     state.refreshes += 1;
     const section = $("offers");
@@ -384,19 +390,24 @@
     section.dataset.decisionId = score.decision_id;
     section.dataset.modelVersion = score.model_version;
     section.dataset.refreshes = String(state.refreshes);
+    $("decision-id").textContent = score.decision_id;
+    // Same content as shown: leave the live region alone (no repeated announcements).
+    const content = JSON.stringify([score.customer_id, score.personalized, score.model_version, score.offers,
+      score.filtered, [...state.prevScores]]);
+    if (content === state.renderedContent) return;
+    state.renderedContent = content;
     const badge = $("personalized-badge");
     badge.textContent = score.personalized ? "Personalized for you" : "Not personalized (contextual)";
     badge.className = `badge ${score.personalized ? "on" : "off"}`;
     badge.dataset.personalized = String(score.personalized);
     $("model-version").textContent = score.model_version;
-    $("decision-id").textContent = score.decision_id;
 
     const list = $("offer-list");
     list.replaceChildren(...score.offers.map((o) => offerItem(o, score)));
     if (score.offers.length === 0) {
       list.append(el("li", { class: "empty", text: "No offer is available to this customer right now." }));
     }
-    $("filtered-count").textContent = String(score.filtered.length);
+    $("filtered-count").textContent = `${score.filtered.length} offer${score.filtered.length === 1 ? "" : "s"}`;
     $("filtered-list").replaceChildren(...score.filtered.map((f) => el("li", {
       "data-offer-id": f.offer_id, "data-reason": f.reason,
     }, el("span", { class: "ftitle", text: offerTitle(f.offer_id) }), " ",
@@ -410,7 +421,8 @@
     if (before !== undefined && Math.abs(o.score - before) >= 0.0005) {
       const up = o.score > before;
       delta = el("span", { class: `delta ${up ? "up" : "down"}`,
-        "aria-label": `${up ? "up" : "down"} ${Math.abs(o.score - before).toFixed(3)} since the last answer`,
+        "aria-label": `${up ? "up" : "down"} ${Math.abs(o.score - before).toFixed(3)} since your last actions`,
+        title: `was ${before.toFixed(4)} before your last actions`,
         text: `${up ? "▲" : "▼"} ${Math.abs(o.score - before).toFixed(3)}` });
     }
     const titleId = `offer-title-${o.rank}`;
@@ -449,6 +461,7 @@
     box.dataset.pending = "true";
     box.disabled = true;
     state.generation += 1;
+    beginAction();
     try {
       await putConsent({ flags: { [flag]: value } });
     } finally {
