@@ -9,7 +9,7 @@ Steps (progress lines go to stderr):
 1. read ``--events`` files + ``--offers`` (or ``--dataset``), keep events before ``--until``;
 2. point-in-time replay (:func:`training.replay.replay`);
 3. time split: the latest 20 % of impression rows are the test part; the GBM's parameters are
-   chosen from :data:`GBM_GRID` on the last 20 % (by time) of the training part, then refitted on
+   chosen from :data:`training.fit.GBM_GRID` on the last 20 % (by time) of the training part, then refitted on
    the whole training part;
 4. the logistic baseline (:func:`training.fit.fit_logistic`) and the popularity baseline (each
    offer's smoothed response rate in the training part, see :func:`fit_popularity`);
@@ -44,21 +44,12 @@ from training.datasets import (
     load_dataset,
     parse_until,
 )
-from training.fit import GBM_PARAMS, fit_gbm, fit_logistic, time_split
+from training.fit import GBM_PARAMS, choose_gbm_params, fit_gbm, fit_logistic, time_split
 from training.replay import ReplayResult, RowMeta, replay
 
-__all__ = ["GBM_GRID", "train_command", "fit_popularity", "choose_gbm_params"]
+__all__ = ["train_command", "fit_popularity"]
 
 TEST_FRACTION = 0.2
-#: Candidate GBM settings: the default, and more regularized ones for rare positives.
-GBM_GRID: tuple[dict[str, Any], ...] = (
-    GBM_PARAMS,
-    {**GBM_PARAMS, "max_iter": 100, "max_leaf_nodes": 7, "min_samples_leaf": 50},
-    {**GBM_PARAMS, "max_iter": 100, "max_leaf_nodes": 3, "min_samples_leaf": 500,
-     "l2_regularization": 10.0},
-    {**GBM_PARAMS, "max_iter": 200, "learning_rate": 0.03, "max_leaf_nodes": 4,
-     "min_samples_leaf": 100, "l2_regularization": 5.0},
-)
 DECISIONS = {
     "events": "the impressions sharing a decision_id (one page's offers)",
     "completejourney": "one campaign's impressions (decision_id cj-camp-N): which receiving "
@@ -161,25 +152,6 @@ def _split(result: ReplayResult) -> tuple[np.ndarray, np.ndarray]:
         raise TrainingInputError("the training part holds one class only (no responses, or "
                                  "only responses): nothing to learn")
     return train, test
-
-
-def choose_gbm_params(X: np.ndarray, y: np.ndarray, ts: np.ndarray) -> tuple[dict[str, Any], list]:
-    """Pick from :data:`GBM_GRID` by AUC on the latest 20 % (by time) of the training rows."""
-    from sklearn.metrics import roc_auc_score
-
-    try:
-        fit_part, val = time_split(ts, 0.8)
-    except ValueError:
-        return dict(GBM_PARAMS), []
-    if np.unique(y[fit_part]).size < 2 or np.unique(y[val]).size < 2:
-        return dict(GBM_PARAMS), []
-    scores = []
-    for params in GBM_GRID:
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        model = HistGradientBoostingClassifier(**params).fit(X[fit_part], y[fit_part])
-        scores.append(float(roc_auc_score(y[val], model.predict_proba(X[val])[:, 1])))
-    return dict(GBM_GRID[int(np.argmax(scores))]), scores
 
 
 def fit_popularity(meta: Sequence[RowMeta], y: np.ndarray,

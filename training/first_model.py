@@ -25,7 +25,7 @@ from models.features import FEATURE_NAMES
 from models.registry import ModelRegistry
 from training.adapters import completejourney
 from training.export import export_bundle
-from training.fit import GBM_PARAMS, evaluate, fit_gbm, fit_logistic, time_split
+from training.fit import choose_gbm_params, evaluate, fit_gbm, fit_logistic, time_split
 from training.replay import ReplayResult, replay
 
 __all__ = ["TRAIN_FRACTION", "train_first_model", "main"]
@@ -45,7 +45,8 @@ def _fit_and_evaluate(result: ReplayResult, timings: dict[str, float]) -> dict[s
     if np.unique(y[train]).size < 2:
         raise ValueError("the training part holds one class only: not enough data to fit")
     start = time.perf_counter()
-    gbm = fit_gbm(X[train], y[train])
+    params, _ = choose_gbm_params(X[train], y[train], result.ts[train])
+    gbm = fit_gbm(X[train], y[train], params)
     timings["fit_gbm_s"] = time.perf_counter() - start
     start = time.perf_counter()
     logistic = fit_logistic(X[train], y[train])
@@ -107,7 +108,7 @@ def train_first_model(
         fitted["gbm"], result.X[fitted["test"]], out_dir, kind="gbm", data_range=result.data_range,
         metrics=metrics, offer_stats=result.offer_stats,
         extra={"training": {"source": "completejourney", "replay": result.settings,
-                            "counts": result.counts, "params": GBM_PARAMS}},
+                            "counts": result.counts, "params": fitted["gbm"].get_params()}},
     )
     manifest = orjson.loads((bundle / "manifest.json").read_bytes())
     timings["export_s"] = time.perf_counter() - start
