@@ -31,12 +31,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from models.consent import FLAGS
 from models.errors import InvalidEvent, InvalidOffer
 from models.events import parse_ts
 
 __all__ = ["KINDS", "Offer", "parse_offer", "ineligibility"]
 
+MAX_ATTRIBUTES_BYTES = 64 * 1024
 KINDS = ("discount", "bundle", "loyalty", "partner", "sponsored", "other")
 # Kinds that by their nature pass data to or promote a third party: they need `sharing`
 # even if a catalogue editor forgot to say so (fail closed).
@@ -122,6 +125,12 @@ def parse_offer(obj: Any, offer_id: str | None = None) -> Offer:
     attributes = obj.get("attributes", {})
     if not isinstance(attributes, dict):
         raise InvalidOffer("attributes", "must be an object")
+    try:
+        encoded = orjson.dumps(attributes)
+    except TypeError:  # nested deeper than the JSON writer allows
+        raise InvalidOffer("attributes", "nested too deeply") from None
+    if len(encoded) > MAX_ATTRIBUTES_BYTES:
+        raise InvalidOffer("attributes", f"larger than {MAX_ATTRIBUTES_BYTES // 1024} KiB")
     valid_from, valid_to = _time(obj, "valid_from"), _time(obj, "valid_to")
     if valid_from is not None and valid_to is not None and valid_to < valid_from:
         raise InvalidOffer("valid_to", "is before valid_from")

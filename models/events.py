@@ -41,6 +41,11 @@ __all__ = [
 CHANNELS = ("web", "app", "store")
 MAX_ID_LEN = 256
 MAX_ITEMS = 500
+#: Deepest nesting of arrays/objects an event may carry; the JSON writer refuses deeper ones, so
+#: a deeper event could be read but never forwarded, archived or dead-lettered intact.
+MAX_DEPTH = 32
+#: Largest event accepted; a Kafka message holds one event and brokers cap message sizes.
+MAX_EVENT_BYTES = 512 * 1024
 # Accepted timestamp range: 1990-01-01 .. 2100-01-01 (epoch ms). Outside it is a unit mix-up
 # (seconds or microseconds sent as milliseconds) far more often than a real event.
 TS_MIN_MS = 631_152_000_000
@@ -235,6 +240,8 @@ def parse_event(obj: Any) -> Event:
     """
     if not isinstance(obj, dict):
         raise InvalidEvent("", f"an event must be a JSON object, got {type(obj).__name__}")
+    if not _shallow(obj, MAX_DEPTH):
+        raise InvalidEvent("", f"nested deeper than {MAX_DEPTH} levels")
     event_id = _id(obj, "event_id")
     etype = obj.get("type")
     if etype is None:
@@ -248,6 +255,26 @@ def parse_event(obj: Any) -> Event:
     EVENT_TYPES[etype](obj)
     assert event_id is not None and customer_id is not None
     return Event(event_id=event_id, type=etype, customer_id=customer_id, ts=ts, data=obj)
+
+
+def _shallow(value: Any, budget: int) -> bool:
+    """True if ``value`` nests arrays/objects at most ``budget`` levels deep."""
+    if budget < 0:
+        return False
+    if isinstance(value, dict):
+        return all(_shallow(v, budget - 1) for v in value.values() if isinstance(v, dict | list))
+    if isinstance(value, list):
+        return all(_shallow(v, budget - 1) for v in value if isinstance(v, dict | list))
+    return True
+
+
+def _check_size(items: list[Event | InvalidEvent], values: list[Any]) -> list[Event | InvalidEvent]:
+    out: list[Event | InvalidEvent] = []
+    for item, value in zip(items, values, strict=True):
+        if isinstance(item, Event) and len(orjson.dumps(value)) > MAX_EVENT_BYTES:
+            item = InvalidEvent("", f"event larger than {MAX_EVENT_BYTES // 1024} KiB")
+        out.append(item)
+    return out
 
 
 def parse_payload(body: bytes) -> list[Event | InvalidEvent]:
@@ -264,7 +291,10 @@ def parse_payload(body: bytes) -> list[Event | InvalidEvent]:
     except orjson.JSONDecodeError:
         return _parse_ndjson(body)
     values = decoded if isinstance(decoded, list) else [decoded]
-    return [_try_parse(v) for v in values]
+    if not values:
+        raise InvalidEvent("", "empty batch: send at least one event")
+    items = [_try_parse(v) for v in values]
+    return _check_size(items, values) if len(stripped) > MAX_EVENT_BYTES else items
 
 
 def _parse_ndjson(body: bytes) -> list[Event | InvalidEvent]:
@@ -274,6 +304,9 @@ def _parse_ndjson(body: bytes) -> list[Event | InvalidEvent]:
         raise InvalidEvent("", "body is not valid JSON (nor NDJSON with one object per line)")
     out: list[Event | InvalidEvent] = []
     for number, line in lines:
+        if len(line) > MAX_EVENT_BYTES:
+            out.append(InvalidEvent("", f"line {number}: event larger than {MAX_EVENT_BYTES // 1024} KiB"))
+            continue
         try:
             out.append(_try_parse(orjson.loads(line)))
         except orjson.JSONDecodeError as exc:

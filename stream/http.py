@@ -82,8 +82,8 @@ def handler(fn: Callable[..., Awaitable[aioweb.Response]]) -> Callable[..., Awai
             return error_response(404, "not_found", str(exc))
         except ModelError as exc:
             return error_response(503, "model_unavailable", str(exc), {"Retry-After": "5"})
-        except aioweb.HTTPRequestEntityTooLarge as exc:
-            return error_response(413, "too_large", f"body over {exc.max_size} bytes")
+        except aioweb.HTTPRequestEntityTooLarge:
+            return error_response(413, "too_large", f"body over {request.client_max_size} bytes")
         except Exception:
             log.exception("unhandled error in %s", fn.__qualname__)
             return error_response(500, "internal", "unexpected server error; see the worker log")
@@ -95,9 +95,9 @@ def check_key(request: aioweb.Request, key: str | None) -> None:
     """Require ``Authorization: Bearer <key>`` when ``key`` is configured (timing-safe)."""
     if key is None:
         return
-    given = request.headers.get("Authorization", "")
-    expected = f"Bearer {key}"
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # The scheme name is case-insensitive (RFC 9110); the key itself is compared in constant time.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), key.encode()):
         raise ApiError(401, "unauthorized", "missing or wrong bearer key",
                        {"WWW-Authenticate": 'Bearer realm="offerstream"'})
 

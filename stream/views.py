@@ -81,7 +81,8 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
                         for i, e in enumerate(items) if isinstance(e, InvalidEvent)]
             if not good:
                 return json_response({"error": "invalid", "detail": rejected[0]["error"],
-                                      "accepted": 0, "rejected": rejected}, 400)
+                                      "field": rejected[0]["field"], "accepted": 0,
+                                      "rejected": rejected}, 400)
             if _gpc(request):  # Global Privacy Control on the call: sharing off for these customers
                 good = [*_gpc_events(good), *good]
             await rt.publish_events(good)
@@ -184,6 +185,7 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
 
         @handler
         async def get(self, request: aioweb.Request, offer_id: str) -> aioweb.Response:
+            check_key(request, rt.settings.api_key)
             offer = rt.catalogue.offers.get(offer_id)
             if offer is None:
                 raise NotFound(f"no offer {offer_id!r}")
@@ -193,6 +195,7 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
     class Offers(View):
         @handler
         async def get(self, request: aioweb.Request) -> aioweb.Response:
+            check_key(request, rt.settings.api_key)
             offers = [o.to_dict() for _, o in sorted(rt.catalogue.offers.items())]
             return json_response({"offers": offers, "count": len(offers)})
 

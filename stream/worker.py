@@ -23,7 +23,7 @@ from models.ledger import ErasureLedger
 from models.registry import ModelRegistry
 from stream.agents import register_agents
 from stream.app import create_app
-from stream.broker import TansuSafeTransport
+from stream.broker import TansuSafeTransport, kafka_metadata
 from stream.catalogue import ERASURES_TOPIC, Catalogue, TopicMirror
 from stream.http import FORWARDED_HEADER, Unavailable
 from stream.ingest_state import LiveState
@@ -65,6 +65,7 @@ class Runtime:
         self._partitions = list(range(settings.partitions))
         self.started_at = time.time()
         self._seq = 0
+        self.broker_ok_at: float | None = None  # monotonic time of the last answered probe
         self.restore_target: dict[int, int] = {}  # events partition -> offset restore must reach
         self.processed: dict[int, int] = {}  # events partition -> next offset to process
         # Write-behind profiles of the ingest agent; every read and erase goes through it.
@@ -122,6 +123,21 @@ class Runtime:
         """True once table recovery has completed and none is running."""
         return self.app.tables.recovery.completed.is_set() and not self.app.in_recovery
 
+    def broker_reachable(self) -> bool:
+        """True if the broker answered a metadata probe within the last three session timeouts."""
+        limit = 3 * self.app.conf.broker_session_timeout
+        return self.broker_ok_at is not None and time.monotonic() - self.broker_ok_at < limit
+
+    def probe_broker(self) -> None:
+        """Ask the first bootstrap broker for metadata (blocking; run it in an executor)."""
+        host, _, port = self.settings.broker.removeprefix("kafka://").split(",")[0].rpartition(":")
+        try:
+            kafka_metadata(host, int(port), timeout=1.0)
+        except (OSError, ValueError) as exc:  # the broker did not answer, or not as Kafka would
+            log.info("broker probe failed: %s", exc)
+            return
+        self.broker_ok_at = time.monotonic()
+
     def require_ready(self) -> None:
         """Refuse with 503 while this worker's state is not complete."""
         if not self.recovered():
@@ -130,9 +146,11 @@ class Runtime:
     def health(self) -> dict[str, Any]:
         """Readiness as it really is."""
         restored = all(self.processed.get(p, 0) >= end for p, end in self.restore_target.items())
+        reachable = self.broker_reachable()
         ready = (self.recovered() and self.catalogue.ready.is_set() and self.erasures.ready.is_set()
-                 and restored)
+                 and restored and reachable)
         return {
+            "broker_reachable": reachable,
             "archive_restored": restored,
             "ready": ready, "recovered": self.recovered(), "catalogue_loaded": self.catalogue.ready.is_set(),
             "erasure_ledger_loaded": self.erasures.ready.is_set(),
@@ -253,8 +271,13 @@ class Runtime:
         async def flush_archive() -> None:
             self.archive.flush(fsync=True)
 
+        @app.timer(1.0)
+        async def probe_broker() -> None:
+            await asyncio.get_running_loop().run_in_executor(None, self.probe_broker)
+
         @app.timer(self.settings.model_poll_s)
         async def poll_model() -> None:
             await asyncio.get_running_loop().run_in_executor(None, self.model.refresh)
 
         self.model.refresh()
+        self.probe_broker()

@@ -202,8 +202,21 @@ def test_payload_array_mixed_good_and_bad_gives_per_index_results() -> None:
     assert isinstance(out[3], InvalidEvent) and out[3].field == ""
 
 
-def test_payload_empty_array_gives_no_events() -> None:
-    assert parse_payload(b" [ ] ") == []
+def test_payload_empty_array_is_refused() -> None:
+    with pytest.raises(InvalidEvent, match="empty batch"):
+        parse_payload(b" [ ] ")
+
+
+def test_deeply_nested_and_oversized_events_are_refused() -> None:
+    deep: Any = "x"
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(InvalidEvent, match="nested deeper"):
+        parse_event({**ev("page_view"), "extra": deep})
+    big = orjson.dumps([{**ev("page_view"), "url": "u" * (600 * 1024)}, ev("search")])
+    first, second = parse_payload(big)
+    assert isinstance(first, InvalidEvent) and "larger than" in str(first)
+    assert isinstance(second, Event)
 
 
 def test_payload_ndjson_with_bad_line_names_the_line() -> None:
