@@ -33,12 +33,17 @@ class Metrics:
 
     def render(self) -> str:
         """The Prometheus exposition text."""
-        lines = []
-        for name, value in sorted(self.counters.items()):
-            lines.append(f"offerstream_{name} {value}")
-        for name, value in sorted(self.gauges.items()):
-            lines.append(f"offerstream_{name} {value}")
+        lines: list[str] = []
+        for kind, values in (("counter", self.counters), ("gauge", self.gauges)):
+            typed: set[str] = set()
+            for name, value in sorted(values.items()):
+                base = name.split("{", 1)[0]
+                if base not in typed:
+                    typed.add(base)
+                    lines.append(f"# TYPE offerstream_{base} {kind}")
+                lines.append(f"offerstream_{name} {value}")
         for name, value in sorted(self.info.items()):
+            lines.append(f"# TYPE offerstream_{name}_info gauge")
             lines.append(f'offerstream_{name}_info{{value="{value}"}} 1')
         lines.append("# TYPE offerstream_score_latency_seconds histogram")
         cumulative = 0
