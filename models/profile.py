@@ -100,7 +100,10 @@ class Profile:
     def _apply_common(self, event: Event) -> None:
         ts = event.ts
         self.n_events += 1
-        add(self.counts.setdefault(event.type, new_cell(len(HALF_LIVES_MS))), ts, 1.0, HALF_LIVES_MS)
+        cell = self.counts.get(event.type)  # not setdefault: that builds a new cell every time
+        if cell is None:
+            cell = self.counts[event.type] = new_cell(len(HALF_LIVES_MS))
+        add(cell, ts, 1.0, HALF_LIVES_MS)
         self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         self._update_session(ts)
@@ -117,8 +120,10 @@ class Profile:
             self.session = [min(start, ts), max(last, ts), n + 1]
 
     def _add_category(self, category: str, ts: int, weight: float) -> None:
-        add(self.categories.setdefault(category, new_cell(len(CATEGORY_HALF_LIVES_MS))),
-            ts, weight, CATEGORY_HALF_LIVES_MS)
+        cell = self.categories.get(category)
+        if cell is None:
+            cell = self.categories[category] = new_cell(len(CATEGORY_HALF_LIVES_MS))
+        add(cell, ts, weight, CATEGORY_HALF_LIVES_MS)
         if len(self.categories) > MAX_CATEGORIES:
             weakest = min(self.categories, key=lambda c: value_at(self.categories[c], ts, 1,
                                                                   CATEGORY_HALF_LIVES_MS[1]))

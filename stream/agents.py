@@ -10,6 +10,8 @@ being applied to a table partition this worker does not own. Malformed events go
 from __future__ import annotations
 
 import logging
+import os
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -18,6 +20,7 @@ from models.consent import apply_update, parse_update
 from models.errors import InvalidConsent, InvalidEvent
 from models.events import Event, parse_payload
 from models.profile import Profile
+from stream.ingest_state import FLUSH_INTERVAL_S
 
 if TYPE_CHECKING:
     from stream.worker import Runtime
@@ -35,9 +38,17 @@ STORED_OUTCOMES = frozenset({"applied", "consent", "preference", "dismissed"})
 
 
 def apply_event(rt: Runtime, event: Event) -> str:
-    """Apply one event to the customer's consent or profile state; return the outcome name."""
-    topo, cid = rt.topology, event.customer_id
-    ledger = getattr(rt, "ledger", None)
+    """Apply one event to the customer's consent or profile state; return the outcome name.
+
+    State is the runtime's live write-behind state when it has one (``rt.live``), else its tables
+    directly: both offer the same read/write interface, so this is the one update function.
+    """
+    return apply_to(getattr(rt, "live", None) or rt.topology, getattr(rt, "ledger", None), event)
+
+
+def apply_to(topo: Any, ledger: Any, event: Event) -> str:
+    """:func:`apply_event` on an explicit state (tables or live state) and erasure ledger."""
+    cid = event.customer_id
     if ledger is not None and ledger.is_erased(cid, event.ts):
         return "erased"  # the erasure ledger wins over any replay or late delivery
     consent = topo.read_consent(cid)
@@ -89,6 +100,9 @@ async def _handle_message(rt: Runtime, key: bytes | None, value: bytes | None, m
         return
     envelope = isinstance(value, bytes) and value.lstrip()[:1] == b"["
     applied: list[Event] = []
+    live, ledger = rt.live, rt.ledger
+    live.begin(message.offset)
+    outcomes: Counter[str] = Counter()
     for index, item in enumerate(items):
         if isinstance(item, InvalidEvent):
             raw = orjson.loads(value)[index] if envelope else value
@@ -99,15 +113,20 @@ async def _handle_message(rt: Runtime, key: bytes | None, value: bytes | None, m
             rt.metrics.inc("events_rerouted_total")
             await rt.topology.events.send(key=item.customer_id, value=orjson.dumps(item.data))
             continue
+        if live.already_applied(item.customer_id, message.offset):
+            outcomes["replayed"] += 1  # the stored profile already holds this message
+            continue
         try:
-            outcome = apply_event(rt, item)
+            outcome = apply_to(live, ledger, item)
         except InvalidConsent as exc:
             await _dead_letter(rt, key, item.data, InvalidEvent(f"consent.{exc.field}", exc.reason),
                                message, index if envelope else None)
             continue
-        rt.metrics.inc(f'events_processed_total{{outcome="{outcome}"}}')
+        outcomes[outcome] += 1
         if outcome in STORED_OUTCOMES:
             applied.append(item)
+    for outcome, n in outcomes.items():
+        rt.metrics.inc(f'events_processed_total{{outcome="{outcome}"}}', n)
     if applied and not _restored(message):
         rt.archive_events(applied)
 
@@ -122,8 +141,39 @@ def _restored(message: Any) -> bool:
 def register_agents(rt: Runtime) -> None:
     """Attach the ingest agent to the runtime's app."""
 
+    # Benchmark-only switch: OFFERSTREAM_WRITE_BEHIND=0 runs the naive baseline (one table write
+    # per event, faust's automatic acks), so benchmarks/ can compare both in the same run.
+    if os.environ.get("OFFERSTREAM_WRITE_BEHIND", "1") == "0":
+        rt.live.write_behind = False
+
+        @rt.app.agent(rt.topology.events, name="offerstream.ingest")
+        async def ingest_naive(stream: Any) -> None:
+            async for event in stream.events():
+                await _handle_message(rt, event.key, event.value, event.message)
+                rt.processed[event.message.partition] = event.message.offset + 1
+        return
+
     @rt.app.agent(rt.topology.events, name="offerstream.ingest")
     async def ingest(stream: Any) -> None:
-        async for event in stream.events():
-            await _handle_message(rt, event.key, event.value, event.message)
+        # Manual acknowledgement: a message is acked by the flush that made its effect durable.
+        async for event in stream.noack().events():
+            async with rt.live.lock:
+                await _handle_message(rt, event.key, event.value, event.message)
+                rt.live.defer_ack(event)
+            rt.metrics.gauges["ingest_dirty_customers"] = rt.live.dirty
             rt.processed[event.message.partition] = event.message.offset + 1
+
+    @rt.app.timer(FLUSH_INTERVAL_S)
+    async def flush_profiles() -> None:
+        written = await rt.live.flush()
+        rt.metrics.inc("profiles_flushed_total", written)
+        rt.metrics.gauges["ingest_dirty_customers"] = rt.live.dirty
+
+    @rt.app.on_partitions_revoked.connect
+    async def on_revoked(app: Any, revoked: Any, **_: Any) -> None:
+        await rt.live.flush()  # hand over what we applied before another worker takes over
+        rt.live.clear()
+
+    @rt.app.on_partitions_assigned.connect
+    async def on_assigned(app: Any, assigned: Any, **_: Any) -> None:
+        rt.live.clear()  # the tables may have moved on while another worker owned a partition
