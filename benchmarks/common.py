@@ -32,7 +32,13 @@ __all__ = [
     "write_results",
     "print_report",
     "cli",
+    "synthetic_events",
+    "envelopes",
+    "machine",
 ]
+
+EVENT_TYPES_MIX = ("page_view", "product_view", "product_view", "add_to_cart", "search", "page_view",
+                   "offer_impression", "purchase", "offer_click")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -108,8 +114,7 @@ def worker_group(n_workers: int = 1, *, app_id: str = "bench", registry: Path | 
 def write_results(result: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
     """Write ``result`` (plus host facts) to ``<directory>/<name>.json``; return the path."""
     directory.mkdir(parents=True, exist_ok=True)
-    record = {**result, "host": {"python": platform.python_version(), "machine": platform.machine(),
-                                 "system": platform.system()},
+    record = {**result, "host": machine(),
               "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path = directory / f"{result['name']}.json"
     path.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
@@ -156,3 +161,66 @@ def cli(run: Callable[..., dict[str, Any]], description: str) -> dict[str, Any]:
     path = write_results(result)
     print(f"results written to {path}")
     return result
+
+
+def synthetic_events(n: int, customers: int = 10_000, *, seed: int = 1, start_ms: int | None = None,
+                     step_ms: int = 10, prefix: str = "e") -> list[dict[str, Any]]:
+    """``n`` valid contract events over ``customers`` customers (browsing-heavy shop mix)."""
+    import random
+
+    rnd = random.Random(seed)
+    now = start_ms if start_ms is not None else int(time.time() * 1000) - n * step_ms
+    out = []
+    for i in range(n):
+        kind = EVENT_TYPES_MIX[rnd.randrange(len(EVENT_TYPES_MIX))]
+        event: dict[str, Any] = {"event_id": f"{prefix}{i}", "type": kind,
+                                 "customer_id": f"c{rnd.randrange(customers)}",
+                                 "ts": now + i * step_ms, "category": f"cat{rnd.randrange(30)}"}
+        if kind in ("product_view", "add_to_cart"):
+            event.update(item_id=f"sku{rnd.randrange(500)}", price=9.5, quantity=1)
+        elif kind in ("offer_impression", "offer_click"):
+            event.update(offer_id=f"o{rnd.randrange(200)}", decision_id=f"d{i}", position=1, propensity=0.2)
+        elif kind == "purchase":
+            event.update(order_id=f"ord{i}", total=19.0, channel="web",
+                         items=[{"item_id": f"sku{rnd.randrange(500)}", "category": event["category"],
+                                 "price": 9.5, "quantity": 2}])
+        out.append(event)
+    return out
+
+
+def envelopes(events: Sequence[dict[str, Any]], partition_of: Callable[[str], int],
+              size: int = 500) -> list[tuple[int, bytes, bytes]]:
+    """Group events by their customer's partition into JSON-array envelopes (order kept).
+
+    Returns ``(partition, key, value)``; the key is the first event's customer id.
+    """
+    by_partition: dict[int, list[dict[str, Any]]] = {}
+    out: list[tuple[int, bytes, bytes]] = []
+    for event in events:
+        batch = by_partition.setdefault(partition_of(event["customer_id"]), [])
+        batch.append(event)
+        if len(batch) >= size:
+            out.append((partition_of(event["customer_id"]), batch[0]["customer_id"].encode(), orjson.dumps(batch)))
+            batch.clear()
+    for partition, batch in by_partition.items():
+        if batch:
+            out.append((partition, batch[0]["customer_id"].encode(), orjson.dumps(batch)))
+    return out
+
+
+def machine() -> dict[str, Any]:
+    """A description of the machine the numbers came from."""
+    import os
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gib = math.nan
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_gib = round(int(Path("/proc/meminfo").read_text().split()[1]) / 2**20, 1)
+    return {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system(),
+            "release": platform.release(), "cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib,
+            "load_avg": [round(x, 2) for x in os.getloadavg()]}

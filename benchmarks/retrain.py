@@ -1,0 +1,97 @@
+"""Retrain benchmark: replay + fit + evaluate + export ONNX for N events, and profile state size.
+
+``python -m benchmarks.retrain [--quick]``. Synthetic shop events (``benchmarks.common``) over
+20,000 customers (quick: 20,000 events) with impressions and clicks of 200 catalogue offers,
+consent assumed; ``training.cli.run_training`` end to end in this process (the same code as
+``offerstream train``), timed per stage. Naive vs optimized: the replay alone with the
+pre-optimization vectorizer and profile update costs patched back in, on the same events.
+Profile size: the stored (orjson) size of every customer's profile after replaying the first
+100,000 events (about 5 events per customer in the full run).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks.common import cli, percentile, synthetic_events, target
+from benchmarks.score import _PerOfferAffinity, offers
+
+__all__ = ["run", "main"]
+
+
+def _data(n: int, customers: int) -> Any:
+    from models.catalog import parse_offer
+    from training.datasets import TrainingData
+
+    events = synthetic_events(n, customers, seed=3, start_ms=1_700_000_000_000, step_ms=50)
+    catalog = {o["offer_id"]: parse_offer(o, o["offer_id"]) for o in offers()}
+    return TrainingData("bench", events, catalog, ["synthetic"], assume_consent=True)
+
+
+def _replay_seconds(data: Any, naive: bool) -> tuple[float, Any]:
+    from models import features
+    from training.replay import replay
+
+    original = features._affinities
+    if naive:
+        features._affinities = _PerOfferAffinity
+    try:
+        started = time.perf_counter()
+        result = replay(data.events, data.offers, assume_consent=True)
+        return time.perf_counter() - started, result
+    finally:
+        features._affinities = original
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    from training.cli import run_training
+
+    n = 20_000 if quick else 1_000_000
+    customers = 2_000 if quick else 20_000
+    data = _data(n, customers)
+    sub = type(data)(data.name, data.events[: min(n, 100_000)], data.offers, data.sources, assume_consent=True)
+    naive_s, _ = _replay_seconds(sub, True)
+    fast_s, replayed = _replay_seconds(sub, False)
+    sizes = [len(orjson.dumps(p.to_dict())) for p in replayed.profiles.values()]
+    stages: dict[str, float] = {}
+    last = [time.perf_counter()]
+
+    def progress(message: str, *_: Any, **__: Any) -> None:
+        now = time.perf_counter()
+        stages[message.split(":")[0][:40]] = round(now - last[0], 2)
+        last[0] = now
+
+    with tempfile.TemporaryDirectory(prefix="offerstream-retrain-") as tmp:
+        started = time.perf_counter()
+        metrics = run_training(data, Path(tmp) / "out", allow_worse=True, progress=progress)
+        total = time.perf_counter() - started
+    return {
+        "name": "retrain",
+        "settings": {"quick": quick, "events": n, "customers": customers, "offers": len(data.offers),
+                     "threads": 1},
+        "results": {
+            "total_s": round(total, 2), "stages_s": stages,
+            "rows": metrics.get("data", {}).get("rows") if isinstance(metrics.get("data"), dict) else None,
+            "replay_100k_s": {"naive": round(naive_s, 2), "optimized": round(fast_s, 2)},
+            "ratio_vs_naive": round(naive_s / fast_s, 2),
+            "profile_bytes": {"customers": len(sizes), "mean": round(sum(sizes) / max(len(sizes), 1), 1),
+                              "p99": percentile(sizes, 99), "max": max(sizes, default=0)},
+        },
+        "targets": [
+            target(f"retrain (replay+fit+export) {n:,} events", round(total, 2), 60.0, "s"),
+            target("profile state per customer (p99)", percentile(sizes, 99), 1024.0, "bytes"),
+        ],
+    }
+
+
+def main() -> None:
+    cli(run, __doc__.splitlines()[0])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Score benchmark: ``POST /v1/score`` with 200 candidate offers.
+
+``python -m benchmarks.score [--quick]``.
+
+(a) HTTP, real worker: the first model (GBM, ONNX) trained on the Complete Journey sample when
+    ``../shared/data`` is there (else the fallback scorer, and the settings say so), 200 offers in
+    the catalogue, customers with consent and a profile. The open-loop generator
+    (``benchmarks/loadgen.py``) sends 500 req/s, latency measured from each request's scheduled
+    send time; then a closed loop of 16 clients measures scores/s at saturation.
+(b) In process, naive vs optimized, same inputs: the naive path decodes consent and profile from
+    the table bytes on every request (what the view did before the write-behind state), the
+    optimized one reads the live objects; both call ``models.decision.decide``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks.common import cli, summarize, synthetic_events, target, worker_group
+from benchmarks.loadgen import open_loop, saturate
+
+__all__ = ["run", "main"]
+
+N_OFFERS = 200
+CATEGORIES = [f"cat{i}" for i in range(30)]
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def offers() -> list[dict[str, Any]]:
+    kinds = ("discount", "bundle", "loyalty", "partner", "other")
+    return [{"offer_id": f"o{i}", "title": f"offer {i}", "category": CATEGORIES[i % 30], "kind": kinds[i % 5],
+             "discount_pct": (i % 4) * 5} for i in range(N_OFFERS)]
+
+
+def _registry(tmp: Path) -> Path | None:
+    try:
+        from training.first_model import train_first_model
+
+        data = SHARED_DATA / "completejourney"
+        if not data.exists():
+            return None
+        train_first_model(tmp / "bundle", data_dir=data, registry_root=tmp / "models", progress=lambda *a, **k: None)
+        return tmp / "models"
+    except Exception:  # noqa: BLE001 - the benchmark still runs with the fallback scorer
+        return None
+
+
+class _PerOfferAffinity:
+    """The naive vectorizer's cost: ``Profile.category_affinity`` (both totals) for every offer."""
+
+    def __init__(self, profile: Any, now_ms: int) -> None:
+        self.profile, self.now_ms = profile, now_ms
+
+    def get(self, category: str, default: Any = None) -> tuple[float, float]:
+        p = self.profile
+        return p.category_affinity(category, 0, self.now_ms), p.category_affinity(category, 1, self.now_ms)
+
+
+def in_process(n: int) -> dict[str, Any]:
+    """Naive (decode per request) vs live objects, same decide(); ms per call."""
+    from models.catalog import parse_offer
+    from models.consent import ConsentState, apply_update, parse_update
+    from models.decision import decide, parse_score_request
+    from models.events import parse_event
+    from models.profile import Profile
+    from models import features
+    from models.scorer import FallbackScorer
+
+    catalog = {o["offer_id"]: parse_offer(o, o["offer_id"]) for o in offers()}
+    consent = apply_update(ConsentState.unknown(), parse_update({"flags": {"profile": True, "personalize": True}}),
+                           1).state
+    profile = Profile()
+    for e in synthetic_events(300, 1, start_ms=int(time.time() * 1000) - 3_000_000):
+        profile.apply(parse_event(e))
+    raw_consent, raw_profile = orjson.dumps(consent.to_dict()), orjson.dumps(profile.to_dict())
+    request = parse_score_request({"customer_id": "c0", "k": 5, "candidates": list(catalog)})
+    scorer = FallbackScorer()
+
+    def naive() -> None:
+        c = ConsentState.from_dict(orjson.loads(raw_consent))
+        p = Profile.from_dict(orjson.loads(raw_profile))
+        decide(request, c, p, catalog, scorer, int(time.time() * 1000), uuid.uuid4().hex, b"k")
+
+    def live() -> None:
+        decide(request, consent, profile, catalog, scorer, int(time.time() * 1000), uuid.uuid4().hex, b"k")
+
+    out = {}
+    for name, fn in (("naive", naive), ("optimized", live)):
+        times = []
+        original = features._affinities
+        if name == "naive":  # the pre-optimization vectorizer: affinity totals redone per offer
+            features._affinities = _PerOfferAffinity
+        try:
+            for _ in range(n):
+                t = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t) * 1000)
+        finally:
+            features._affinities = original
+        out[name] = summarize(times)
+    out["ratio_p50"] = round(out["naive"]["p50"] / out["optimized"]["p50"], 2)
+    return out
+
+
+def _seed(worker: Any, customers: int) -> None:
+    for o in offers():
+        worker.client.json("PUT", f"/v1/offers/{o['offer_id']}", o)
+    for i in range(customers):
+        worker.client.json("PUT", f"/v1/customers/c{i}/consent", {"flags": {"profile": True, "personalize": True}})
+    events = synthetic_events(customers * 20, customers, start_ms=int(time.time() * 1000) - 3_600_000)
+    for i in range(0, len(events), 500):
+        worker.client.json("POST", "/v1/events", events[i:i + 500], expect=202)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    customers = 50 if quick else 500
+    duration = 3.0 if quick else 20.0
+    rate = 500.0
+    ids = [o["offer_id"] for o in offers()]
+    bodies = [orjson.dumps({"customer_id": f"c{i % customers}", "k": 5, "candidates": ids})
+              for i in range(customers)]
+    with tempfile.TemporaryDirectory(prefix="offerstream-score-") as tmp:
+        registry = None if quick else _registry(Path(tmp))
+        with worker_group(1, app_id="score", registry=registry) as (worker,):
+            _seed(worker, customers)
+            time.sleep(1.5)
+            url = worker.url + "/v1/score"
+            body_for = lambda i: bodies[i % customers]  # noqa: E731
+            asyncio.run(open_loop(url, body_for, 200, 1.0))  # warm up
+            loaded = asyncio.run(open_loop(url, body_for, rate, duration))
+            saturated = asyncio.run(saturate(url, body_for, 2.0 if quick else 8.0))
+            model = worker.client.json("GET", "/health")["model_version"]
+    lat = summarize(loaded["latencies_ms"])
+    proc = in_process(200 if quick else 2000)
+    results = {
+        "open_loop": {"rate": rate, "duration_s": duration, "latency_ms": lat,
+                      "client_send_lag_ms": summarize(loaded["send_lag_ms"]), "errors": loaded["errors"],
+                      "statuses": {str(k): v for k, v in loaded["statuses"].items()},
+                      "achieved_rate": round(loaded["achieved_rate"], 1)},
+        "saturation": {"scores_per_s": round(saturated["per_s"], 1), "errors": saturated["errors"],
+                       "concurrency": 16},
+        "in_process_decide_ms": proc,
+        "ratio_vs_naive": proc["ratio_p50"],
+    }
+    return {
+        "name": "score",
+        "settings": {"quick": quick, "candidates": N_OFFERS, "customers": customers, "model": model,
+                     "load_generator": "benchmarks/loadgen.py open loop (aiohttp), latency from scheduled send"},
+        "results": results,
+        "targets": [
+            target("score p50 at 500 req/s", lat.get("p50", float("nan")), 2.0, "ms"),
+            target("score p99 at 500 req/s", lat.get("p99", float("nan")), 5.0, "ms"),
+            target("scores/s per worker at saturation", round(saturated["per_s"], 1), 2000.0, "scores/s",
+                   at_most=False),
+        ],
+    }
+
+
+def main() -> None:
+    cli(run, __doc__.splitlines()[0])
+
+
+if __name__ == "__main__":
+    main()
