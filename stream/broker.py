@@ -56,6 +56,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Longest a fetch may wait for records, for every consumer of the project (see
+#: :meth:`TansuSafeConsumerThread._create_worker_consumer`).
+FETCH_MAX_WAIT_MS: Final = 20
+
 #: Loopback address the embedded broker listens on and advertises.
 LOOPBACK: Final = "127.0.0.1"
 
@@ -718,6 +722,15 @@ class TansuSafeConsumerThread(AIOKafkaConsumerThread):
     ``max(listed, fetched high watermark)``, so a broker that answers correctly (real Kafka) is
     unaffected apart from one extra small Fetch per recovery.
     """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # faust hard-codes a 1.5 s fetch wait. The bundled broker holds every fetch for the whole
+        # wait even when records arrive (measured: 702 ms from produce to consume at 1.5 s, 5 ms
+        # at 20 ms), which made every event wait up to 1.5 s before its profile changed. A real
+        # broker answers as soon as data is there, so a short wait only adds idle fetches.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         listed: dict[TP, int] = dict(await super()._highwaters(partitions))

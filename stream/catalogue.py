@@ -21,6 +21,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.catalog import Offer, parse_offer
+from stream.broker import FETCH_MAX_WAIT_MS
 from models.errors import InvalidOffer
 
 __all__ = ["Catalogue", "TopicMirror", "OFFERS_TOPIC", "ERASURES_TOPIC"]
@@ -103,7 +104,7 @@ class TopicMirror:
         """Consume the topic for ever (a worker task)."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         await consumer.start()
         try:
