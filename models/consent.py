@@ -190,6 +190,15 @@ class ConsentState:
         """Personalized ranking needs both a profile and permission to use it."""
         return self.flags["personalize"] and self.flags["profile"]
 
+    def may_profile(self, event_ts: int) -> bool:
+        """May an event at ``event_ts`` be added to the profile now?
+
+        Only with ``profile`` granted, and only if the event is newer than the last revocation
+        of ``profile``: an older event belonged to the profile that revocation erased, even when
+        it is processed after a later re-grant.
+        """
+        return self.flags["profile"] and event_ts > self.revoked_at.get("profile", -1)
+
     def basis(self) -> dict[str, Any]:
         """The consent basis recorded with a decision."""
         return {"flags": dict(self.flags), "epoch": self.epoch, "sources": dict(self.sources)}

@@ -68,8 +68,9 @@ def apply_to(topo: Any, ledger: Any, event: Event) -> str:
     if event.type == "offer_dismiss":
         consent.add_dismissed(event.get("offer_id"))
         topo.write_consent(cid, consent)
-    if not consent.flags["profile"]:
-        # fail closed: no profile consent, nothing is added (a dismissal is still remembered)
+    if not consent.may_profile(event.ts):
+        # fail closed: no profile consent (or the event predates its last revocation), nothing
+        # is added; a dismissal is still remembered
         return "dismissed" if event.type == "offer_dismiss" else "not_profiled"
     profile = topo.read_profile(cid) or Profile()
     if not profile.apply(event):

@@ -256,7 +256,7 @@ class _Replayer:
             self._take_row(event, state)
         elif event.type in RESPONSE_TYPES:
             self._attribute(event)
-        if state.flags["profile"]:
+        if state.may_profile(event.ts):  # the same rule as the ingest agent
             self.profiles.setdefault(cid, Profile()).apply(event)
 
     # ---- rows and labels -------------------------------------------------------------------

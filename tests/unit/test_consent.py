@@ -252,3 +252,13 @@ def test_malformed_tc_string_is_rejected_never_granted(mangle: Any) -> None:
     with pytest.raises(InvalidConsent) as info:
         parse_update({"tcf": tc, "flags": {"marketing": True}})
     assert info.value.field.startswith("tcf")
+
+
+def test_an_event_older_than_the_last_profile_revocation_is_never_profiled() -> None:
+    granted = apply_update(ConsentState.unknown(), parse_update({"flags": {"profile": True}}), 1_000).state
+    assert granted.may_profile(900) and granted.may_profile(2_000)
+    revoked = apply_update(granted, parse_update({"flags": {"profile": False}}), 3_000).state
+    regranted = apply_update(revoked, parse_update({"flags": {"profile": True}}), 5_000).state
+    assert not revoked.may_profile(4_000)
+    assert not regranted.may_profile(2_500), "accepted before the revocation, applied after the re-grant"
+    assert regranted.may_profile(4_000) and regranted.may_profile(6_000)
