@@ -84,7 +84,7 @@ def worker_group(n_workers: int = 1, *, app_id: str = "bench", registry: Path | 
     is ready and the group holds disjoint, complete partition sets. Everything is stopped after.
     """
     from stream.broker import EmbeddedBroker
-    from tests.integration.workers import WorkerProcess, wait_until
+    from tests.integration.workers import WorkerProcess, group_settled, wait_until
 
     with tempfile.TemporaryDirectory(prefix=f"offerstream-{app_id}-") as tmp:
         root = Path(tmp)
@@ -95,15 +95,7 @@ def worker_group(n_workers: int = 1, *, app_id: str = "bench", registry: Path | 
                 for w in workers:
                     w.start()
 
-                def settled() -> bool:
-                    reports = [w.health()[1] or {} for w in workers]
-                    held = [set(r.get("assigned_partitions", [])) for r in reports]
-                    union: set[int] = set().union(*held)
-                    disjoint = sum(len(h) for h in held) == len(union)
-                    return all(r.get("ready") for r in reports) and all(held) and disjoint \
-                        and union == set(range(partitions))
-
-                wait_until(settled, timeout=settle_timeout, interval=0.3,
+                wait_until(lambda: group_settled(workers, partitions), timeout=settle_timeout, interval=0.3,
                            what=f"a group of {n_workers} worker(s) to settle")
                 yield workers
             finally:

@@ -16,7 +16,7 @@ from benchmarks.common import RESULTS_DIR, machine, print_report, write_results
 
 __all__ = ["main", "BENCHMARKS"]
 
-BENCHMARKS = ("ingest", "score", "freshness", "retrain", "consent")
+BENCHMARKS = ("ingest", "score", "freshness", "retrain", "consent", "crash")
 
 
 def main(argv: list[str] | None = None) -> int:

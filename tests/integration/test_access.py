@@ -66,12 +66,6 @@ def protected_calls(customer: str) -> list[tuple[str, str, Any, tuple[int, ...]]
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as embedded:
-        yield embedded
-
-
-@pytest.fixture(scope="module")
 def pair(broker: EmbeddedBroker, trained_registry: Path,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[WorkerProcess]]:
     a = WorkerProcess(broker.url, tmp_path_factory.mktemp("a"), app_id="acc", registry=trained_registry, env=KEYS)

@@ -41,7 +41,7 @@ import aiohttp
 import pytest
 
 from stream.broker import EmbeddedBroker
-from tests.integration.workers import WorkerProcess, wait_until
+from tests.integration.workers import WorkerProcess, group_settled, wait_until
 
 FLAGS = ("profile", "personalize", "marketing", "measurement", "training", "sharing")
 REVOCABLE = ("profile", "personalize", "sharing", "marketing")
@@ -258,12 +258,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory, trained_registry: Path) -> It
         a.start()
         b.start()
         try:
-            def settled() -> bool:
-                parts = [w.health()[1] or {} for w in (a, b)]
-                held = [set(p.get("assigned_partitions", [])) for p in parts]
-                return all(p.get("ready") for p in parts) and held[0].isdisjoint(held[1]) \
-                    and held[0] | held[1] == {0, 1, 2, 3} and all(held)
-            wait_until(settled, timeout=60, interval=0.3, what="the group to settle on two workers")
+            wait_until(lambda: group_settled([a, b]), timeout=60, interval=0.3,
+                       what="the group to settle on two workers")
             yield [a, b]
         finally:
             b.stop()

@@ -82,12 +82,6 @@ class Http:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as embedded:
-        yield embedded
-
-
-@pytest.fixture(scope="module")
 def worker(broker: EmbeddedBroker, trained_registry: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     w = WorkerProcess(broker.url, tmp_path_factory.mktemp("fuzz"), app_id="fuzz",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stream.broker import EmbeddedBroker
-from tests.integration.workers import WorkerProcess, wait_until
+from tests.integration.workers import WorkerProcess, group_settled, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +29,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory, trained_registry: Path) -> It
         a.start()
         b.start()
         try:
-            # The group has settled when the two workers hold disjoint, complete partition sets.
-            def settled() -> bool:
-                parts = [w.health()[1] or {} for w in (a, b)]
-                held = [set(p.get("assigned_partitions", [])) for p in parts]
-                return all(p.get("ready") for p in parts) and held[0].isdisjoint(held[1]) \
-                    and held[0] | held[1] == {0, 1, 2, 3} and all(held)
-            wait_until(settled, timeout=60, interval=0.3, what="the group to settle on two workers")
+            wait_until(lambda: group_settled([a, b]), timeout=60, interval=0.3,
+                       what="the group to settle on two workers")
             yield [a, b]
         finally:
             b.stop()

@@ -35,13 +35,6 @@ ALL_FLAGS = ("profile", "personalize", "marketing", "measurement", "training", "
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """A broker of this module's own, so no other test's topics leak in."""
-    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as embedded:
-        yield embedded
-
-
-@pytest.fixture(scope="module")
 def worker(broker: EmbeddedBroker, trained_registry: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     w = WorkerProcess(broker.url, tmp_path_factory.mktemp("w1"), app_id="walk",

@@ -14,7 +14,7 @@ from typing import Any
 from stream.broker import free_port
 from stream.client import ApiClient
 
-__all__ = ["WorkerProcess", "wait_until"]
+__all__ = ["WorkerProcess", "wait_until", "group_settled"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,6 +29,15 @@ def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, wha
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last value: {last!r})")
+
+
+def group_settled(workers: list[WorkerProcess], partitions: int = 4) -> bool:
+    """True when every worker is ready and they hold disjoint partition sets covering all."""
+    reports = [w.health()[1] or {} for w in workers]
+    held = [set(r.get("assigned_partitions", [])) for r in reports]
+    union: set[int] = set().union(*held)
+    return (all(r.get("ready") for r in reports) and all(held)
+            and sum(len(h) for h in held) == len(union) == partitions)
 
 
 class WorkerProcess:
