@@ -94,6 +94,21 @@ class LiveState:
         self._profiles[customer_id] = profile
         return profile
 
+    def peek_consent(self, customer_id: str) -> ConsentState:
+        """Consent for a view: the live copy if the agent holds one, else the table, *not* cached.
+
+        Views run while a worker may still be recovering partitions it was just given; caching
+        what they read then would pin a stale copy that the agent later builds on.
+        """
+        state = self._consent.get(customer_id)
+        return state if state is not None else self.topology.read_consent(customer_id)
+
+    def peek_profile(self, customer_id: str) -> Profile | None:
+        """Profile for a view: the live copy if the agent holds one, else the table, not cached."""
+        if customer_id in self._profiles:
+            return self._profiles[customer_id]
+        return self.topology.read_profile(customer_id)
+
     def write_profile(self, customer_id: str, profile: Profile) -> None:
         """Mark the profile dirty; the next flush stores it with the current message offset."""
         if not self.write_behind:

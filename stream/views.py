@@ -103,9 +103,9 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
                 return forwarded
             rt.require_ready()
             # the live state: what the ingest agent applied, even before its write-behind flush
-            consent = rt.live.read_consent(score_request.customer_id)
+            consent = rt.live.peek_consent(score_request.customer_id)
             wants_profile = consent.flags["personalize"] and consent.flags["profile"]
-            profile = rt.live.read_profile(score_request.customer_id) if wants_profile else None
+            profile = rt.live.peek_profile(score_request.customer_id) if wants_profile else None
             response, audit = decide(
                 score_request, consent, profile, rt.catalogue.offers, rt.model.scorer,
                 _now_ms(), uuid.uuid4().hex, rt.settings.hash_key, rt.exploration,
@@ -152,7 +152,7 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
                 return forwarded
             rt.require_ready()
             consent = rt.topology.read_consent(customer_id)
-            profile = rt.live.read_profile(customer_id)
+            profile = rt.live.peek_profile(customer_id)
             stored = consent.epoch > 0 or consent.dismissed or consent.exclude_categories or profile
             if not stored:
                 raise NotFound(f"nothing is stored about customer {customer_id!r}")

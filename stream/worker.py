@@ -121,7 +121,9 @@ class Runtime:
     # ---- readiness -------------------------------------------------------------------------
     def recovered(self) -> bool:
         """True once table recovery has completed and none is running."""
-        return self.app.tables.recovery.completed.is_set() and not self.app.in_recovery
+        recovery = self.app.tables.recovery
+        return (recovery.completed.is_set() and not self.app.in_recovery and not self.app.rebalancing
+                and recovery.active_remaining_total() == 0)
 
     def broker_reachable(self) -> bool:
         """True if the broker answered a metadata probe within the last three session timeouts."""
