@@ -39,6 +39,7 @@ __all__ = [
     "Context",
     "parse_context",
     "vectorize",
+    "vectorize_rows",
     "customer_features",
 ]
 
@@ -216,7 +217,90 @@ def vectorize(
         The decision time (event time in replay, wall clock online).
     offer_stats : mapping, optional
         ``offer_id -> (popularity_rate, log_n)`` from the model bundle.
+
+    Notes
+    -----
+    Column by column with numpy: the per-offer constants are cached per offer object, category
+    affinities are looked up per category, and offer history is filled only for the offers the
+    profile has seen. :func:`vectorize_rows` is the row-by-row definition it must equal
+    (``tests/unit/test_features.py`` checks it).
     """
+    stats = offer_stats or {}
+    n = len(offers)
+    X = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float32)
+    if n == 0:
+        return X
+    X[:, :_N_CUST] = customer_features(profile, now_ms)
+    static = np.array([_static_row(offer) for offer in offers], dtype=np.float64)
+    o = _N_CUST + _N_PAIR
+    X[:, o:o + 6] = static[:, :6]
+    X[:, o + 6:o + 8] = [tuple(stats.get(offer.offer_id, (0.0, 0.0))) for offer in offers]
+    live = np.where(np.isnan(static[:, 6]), 365.0, (now_ms - static[:, 6]) / DAY_MS)
+    left = np.where(np.isnan(static[:, 7]), 365.0, (static[:, 7] - now_ms) / DAY_MS)
+    X[:, o + 8] = np.log1p(np.maximum(live, 0.0))
+    X[:, o + 9] = np.log1p(np.maximum(left, 0.0))
+    categories = [offer.category for offer in offers]
+    if profile is not None:
+        _fill_pairs(X, profile, offers, categories, now_ms)
+    c = o + _N_OFFER
+    X[:, c:c + 6] = _context_base(context, now_ms)
+    X[:, c + 6] = [float(context.category is not None and cat == context.category) for cat in categories]
+    if context.offer_affinity:
+        X[:, c + 7] = [float(context.offer_affinity.get(offer.offer_id, 0.0)) for offer in offers]
+    return X
+
+
+_STATIC: dict[str, tuple[Offer, tuple[float, ...]]] = {}
+
+
+def _static_row(offer: Offer) -> tuple[float, ...]:
+    """The offer's own time-independent columns plus its validity bounds (NaN = open), cached.
+
+    Popularity is not cached here: it comes from ``offer_stats``, which a replay updates in place.
+    """
+    hit = _STATIC.get(offer.offer_id)
+    if hit is not None and hit[0] is offer:
+        return hit[1]
+    kind = offer.kind
+    row = (offer.discount_pct / 100.0, float(kind == "discount"), float(kind == "bundle"),
+           float(kind == "loyalty"), float(kind in ("partner", "sponsored")), float(kind == "other"),
+           float("nan") if offer.valid_from is None else float(offer.valid_from),
+           float("nan") if offer.valid_to is None else float(offer.valid_to))
+    if len(_STATIC) > 100_000:
+        _STATIC.clear()
+    _STATIC[offer.offer_id] = (offer, row)
+    return row
+
+
+def _fill_pairs(X: np.ndarray, profile: Profile, offers: Sequence[Offer], categories: list[str],
+                now_ms: int) -> None:
+    p = _N_CUST
+    affinities = _affinities(profile, now_ms)
+    cart_cats = profile.cart_categories()
+    pairs = [affinities.get(cat, (0.0, 0.0)) for cat in categories]
+    X[:, p:p + 2] = pairs
+    X[:, p + 2] = [1.0 if cat in cart_cats else 0.0 for cat in categories]
+    X[:, p + 7] = _log(NEVER_HOURS)
+    if not profile.offers:
+        return
+    rows = {offer.offer_id: i for i, offer in enumerate(offers)}
+    for offer_id, rec in profile.offers.items():
+        i = rows.get(offer_id)
+        if i is None:
+            continue
+        since_seen = (now_ms - rec[4]) / DAY_MS if rec[4] else NEVER_HOURS
+        X[i, p + 3:p + 8] = (_log(rec[0]), _log(rec[1]), _log(rec[2]),
+                             float(profile.impressions_today(offer_id, now_ms)), _log(since_seen))
+
+
+def vectorize_rows(
+    profile: Profile | None,
+    offers: Sequence[Offer],
+    context: Context,
+    now_ms: int,
+    offer_stats: Mapping[str, Sequence[float]] | None = None,
+) -> np.ndarray:
+    """The row-by-row definition of :func:`vectorize` (slower; the reference its tests use)."""
     stats = offer_stats or {}
     X = np.empty((len(offers), len(FEATURE_NAMES)), dtype=np.float32)
     X[:, :_N_CUST] = customer_features(profile, now_ms)

@@ -154,3 +154,39 @@ def test_parse_context_errors_name_the_field(body: Any, field: str) -> None:
     with pytest.raises(InvalidRequest) as info:
         parse_context(body)
     assert info.value.field == field
+
+
+def test_vectorize_equals_its_row_by_row_definition() -> None:
+    import random
+
+    from models.catalog import parse_offer
+    from models.events import parse_event
+    from models.features import vectorize_rows
+    from models.profile import Profile
+
+    rng = random.Random(11)
+    cats = ["shoes", "hats", "bags", "socks"]
+    kinds = ["discount", "bundle", "loyalty", "partner", "sponsored", "other"]
+    t0 = 1_700_000_000_000
+    offers = [parse_offer({"offer_id": f"o{i}", "category": rng.choice(cats), "kind": rng.choice(kinds),
+                           "discount_pct": rng.randint(0, 50),
+                           **({"valid_from": t0 - rng.randint(0, 10**9)} if i % 3 else {}),
+                           **({"valid_to": t0 + rng.randint(0, 10**9)} if i % 4 else {})})
+              for i in range(60)]
+    stats = {f"o{i}": (rng.random(), rng.random() * 5) for i in range(0, 60, 2)}
+    for trial in range(20):
+        profile = Profile()
+        for j in range(rng.randint(0, 40)):
+            kind = rng.choice(["product_view", "add_to_cart", "offer_impression", "offer_click"])
+            extra = ({"offer_id": f"o{rng.randrange(60)}"} if kind.startswith("offer") else
+                     {"item_id": f"i{j}", "category": rng.choice(cats), "price": 5.0})
+            profile.apply(parse_event({"event_id": f"{trial}-{j}", "type": kind, "customer_id": "c",
+                                       "ts": t0 - rng.randint(0, 10**8), **extra}))
+        context = Context(channel=rng.choice(["web", "app", "store"]), category=rng.choice([None, *cats]),
+                          offer_affinity={"o3": 0.5} if trial % 2 else {})
+        subset = rng.sample(offers, rng.randint(0, 60))
+        for used in (profile, None):
+            fast = vectorize(used, subset, context, t0, stats)
+            slow = vectorize_rows(used, subset, context, t0, stats)
+            np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-7)
+        stats[f"o{rng.randrange(60)}"] = (rng.random(), rng.random())  # updated in place, as replay does
