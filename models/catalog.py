@@ -155,7 +155,10 @@ def ineligibility(
         return "not_yet_valid"
     if offer.valid_to is not None and now_ms > offer.valid_to:
         return "expired"
-    for flag in offer.required_flags():
+    for flag in offer.requires:  # the same flags as required_flags(), without building a tuple
+        if not flags.get(flag, False):
+            return f"consent:{flag}"
+    for flag in IMPLIED_REQUIREMENTS.get(offer.kind, ()):
         if not flags.get(flag, False):
             return f"consent:{flag}"
     if offer.category in exclude_categories:

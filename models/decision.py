@@ -131,7 +131,8 @@ def decide(
         if offer is None:
             filtered.append({"offer_id": offer_id, "reason": "unknown_offer"})
             continue
-        seen_today = used_profile.impressions_today(offer_id, now_ms) if used_profile else 0
+        capped = used_profile is not None and offer.max_impressions_per_day is not None
+        seen_today = used_profile.impressions_today(offer_id, now_ms) if capped else 0  # type: ignore[union-attr]
         reason = ineligibility(offer, flags, consent.exclude_categories, consent.dismissed, seen_today, now_ms)
         if reason is None:
             eligible.append(offer)
