@@ -15,13 +15,14 @@ import argparse
 import contextlib
 import math
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from tests.integration.workers import worker_group  # noqa: F401 - re-exported for the benchmarks
 
 __all__ = [
     "RESULTS_DIR",
@@ -72,35 +73,6 @@ def target(metric: str, value: float, limit: float, unit: str, *, at_most: bool 
     ok = value <= limit if at_most else value >= limit
     return {"metric": metric, "value": value, "target": limit, "unit": unit,
             "comparison": "<=" if at_most else ">=", "pass": bool(ok)}
-
-
-@contextlib.contextmanager
-def worker_group(n_workers: int = 1, *, app_id: str = "bench", registry: Path | None = None,
-                 partitions: int = 4, env: dict[str, str] | None = None,
-                 settle_timeout: float = 90.0) -> Iterator[list[Any]]:
-    """The bundled broker plus ``n_workers`` real ``offerstream serve`` processes in one group.
-
-    Yields the started :class:`tests.integration.workers.WorkerProcess` objects once every worker
-    is ready and the group holds disjoint, complete partition sets. Everything is stopped after.
-    """
-    from stream.broker import EmbeddedBroker
-    from tests.integration.workers import WorkerProcess, group_settled, wait_until
-
-    with tempfile.TemporaryDirectory(prefix=f"offerstream-{app_id}-") as tmp:
-        root = Path(tmp)
-        with EmbeddedBroker(log_path=root / "tansu.log") as broker:
-            workers = [WorkerProcess(broker.url, root / f"w{i}", app_id=app_id, registry=registry,
-                                     partitions=partitions, env=env) for i in range(n_workers)]
-            try:
-                for w in workers:
-                    w.start()
-
-                wait_until(lambda: group_settled(workers, partitions), timeout=settle_timeout, interval=0.3,
-                           what=f"a group of {n_workers} worker(s) to settle")
-                yield workers
-            finally:
-                for w in reversed(workers):
-                    w.stop()
 
 
 def write_results(result: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:

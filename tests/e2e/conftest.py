@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import EmbeddedBroker
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -51,20 +50,6 @@ def chromium() -> tuple[Path, Path]:
                         f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}", pytrace=False)
         print(f"\ninstalled Chromium in {time.monotonic() - started:.0f} s")
     return CHROMIUM, CHROMEDRIVER
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """A broker of this module's own (the real bundled binary)."""
-    embedded = EmbeddedBroker(log_path=tmp_path_factory.mktemp("e2e-broker") / "tansu.log")
-    try:
-        embedded.start(timeout=30.0)
-    except RuntimeError as exc:
-        pytest.fail(f"the embedded broker did not start: {exc}", pytrace=False)
-    try:
-        yield embedded
-    finally:
-        embedded.stop()
 
 
 @pytest.fixture(scope="session")

@@ -40,8 +40,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from stream.broker import EmbeddedBroker
-from tests.integration.workers import WorkerProcess, group_settled, wait_until
+from tests.integration.workers import WorkerProcess, wait_until, worker_group
 
 FLAGS = ("profile", "personalize", "marketing", "measurement", "training", "sharing")
 REVOCABLE = ("profile", "personalize", "sharing", "marketing")
@@ -249,21 +248,9 @@ def test_checker_catches_violations() -> None:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory, trained_registry: Path) -> Iterator[list[WorkerProcess]]:
-    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("race-broker") / "tansu.log") as broker:
-        a = WorkerProcess(broker.url, tmp_path_factory.mktemp("race-a"), app_id="consent-race",
-                          registry=trained_registry)
-        b = WorkerProcess(broker.url, tmp_path_factory.mktemp("race-b"), app_id="consent-race",
-                          registry=trained_registry)
-        a.start()
-        b.start()
-        try:
-            wait_until(lambda: group_settled([a, b]), timeout=60, interval=0.3,
-                       what="the group to settle on two workers")
-            yield [a, b]
-        finally:
-            b.stop()
-            a.stop()
+def pair(trained_registry: Path) -> Iterator[list[WorkerProcess]]:
+    with worker_group(2, app_id="consent-race", registry=trained_registry) as workers:
+        yield workers
 
 
 def _plan(rng: random.Random, n_ops: int, customers: list[str]) -> list[list[tuple[str, str, int, Any]]]:
@@ -316,7 +303,10 @@ async def _storm(urls: list[str], jobs: list[list[tuple[str, str, int, Any]]], n
         if kind in ("grant", "revoke"):
             method, path, body = "PUT", f"/v1/customers/{customer}/consent", {"flags": payload}
         elif kind == "event":
-            method, path, body = "POST", "/v1/events", payload
+            # Stamped when sent, as a shop stamps what happens: an event stamped before a
+            # revocation of `profile` is (rightly) never profiled, even after a re-grant.
+            stamp = int(time.time() * 1000)
+            method, path, body = "POST", "/v1/events", [{**e, "ts": stamp} for e in payload]
         else:
             method, path, body = "POST", "/v1/score", {"customer_id": customer, "k": 10}
         op = Op(len(ops), kind, customer, worker, time.perf_counter(),

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import EmbeddedBroker
-from tests.integration.workers import WorkerProcess, group_settled, wait_until
+from tests.integration.workers import WorkerProcess, wait_until, worker_group
 
 pytestmark = pytest.mark.integration
 
@@ -22,19 +21,9 @@ OFFERS = {
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory, trained_registry: Path) -> Iterator[list[WorkerProcess]]:
-    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as broker:
-        a = WorkerProcess(broker.url, tmp_path_factory.mktemp("a"), app_id="pair", registry=trained_registry)
-        b = WorkerProcess(broker.url, tmp_path_factory.mktemp("b"), app_id="pair", registry=trained_registry)
-        a.start()
-        b.start()
-        try:
-            wait_until(lambda: group_settled([a, b]), timeout=60, interval=0.3,
-                       what="the group to settle on two workers")
-            yield [a, b]
-        finally:
-            b.stop()
-            a.stop()
+def pair(trained_registry: Path) -> Iterator[list[WorkerProcess]]:
+    with worker_group(2, app_id="pair", registry=trained_registry) as workers:
+        yield workers
 
 
 def _events(customer: str, category: str, n: int) -> list[dict]:

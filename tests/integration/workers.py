@@ -7,14 +7,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from stream.broker import free_port
+from stream.broker import EmbeddedBroker, free_port
 from stream.client import ApiClient
 
-__all__ = ["WorkerProcess", "wait_until", "group_settled"]
+__all__ = ["WorkerProcess", "wait_until", "group_settled", "worker_group"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,3 +104,29 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+@contextmanager
+def worker_group(n_workers: int = 1, *, app_id: str = "bench", registry: Path | None = None,
+                 partitions: int = 4, env: dict[str, str] | None = None,
+                 settle_timeout: float = 90.0) -> Iterator[list[Any]]:
+    """The bundled broker plus ``n_workers`` real ``offerstream serve`` processes in one group.
+
+    Yields the started :class:`tests.integration.workers.WorkerProcess` objects once every worker
+    is ready and the group holds disjoint, complete partition sets. Everything is stopped after.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"offerstream-{app_id}-") as tmp:
+        root = Path(tmp)
+        with EmbeddedBroker(log_path=root / "tansu.log") as broker:
+            workers = [WorkerProcess(broker.url, root / f"w{i}", app_id=app_id, registry=registry,
+                                     partitions=partitions, env=env) for i in range(n_workers)]
+            try:
+                for w in workers:
+                    w.start()
+
+                wait_until(lambda: group_settled(workers, partitions), timeout=settle_timeout, interval=0.3,
+                           what=f"a group of {n_workers} worker(s) to settle")
+                yield workers
+            finally:
+                for w in reversed(workers):
+                    w.stop()

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-import pytest
 
 from models.catalog import parse_offer
 from models.consent import ConsentState, apply_update, parse_update
