@@ -292,3 +292,21 @@ def test_wrong_schema_version_rejected(version: Any) -> None:
     with pytest.raises(InvalidEvent) as info:
         Profile.from_dict(data)
     assert info.value.field == "profile.v"
+
+
+def test_schema_v2_packs_recent_event_keys_and_still_reads_v1() -> None:
+    from models.events import parse_event
+    from models.profile import SCHEMA_VERSION
+
+    profile = Profile()
+    for i in range(60):
+        profile.apply(parse_event({"event_id": f"e{i}", "type": "page_view", "customer_id": "c",
+                                   "ts": 1_700_000_000_000 + i, "category": "x"}))
+    data = profile.to_dict()
+    assert data["v"] == SCHEMA_VERSION == 2 and isinstance(data["seen"], str)
+    again = Profile.from_dict(orjson.loads(orjson.dumps(data)))
+    assert again.seen == profile.seen and len(again.seen) == 48
+    assert not again.apply(parse_event({"event_id": "e59", "type": "page_view", "customer_id": "c",
+                                        "ts": 1_700_000_000_059}))
+    v1 = {**data, "v": 1, "seen": ["0123456789ab", "ba9876543210"]}
+    assert Profile.from_dict(v1).seen == ["0123456789ab", "ba9876543210"]
