@@ -101,7 +101,6 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
             forwarded = await rt.forward_if_remote(request, score_request.customer_id)
             if forwarded is not None:
                 return forwarded
-            rt.require_ready()
             # the live state: what the ingest agent applied, even before its write-behind flush
             consent = rt.live.peek_consent(score_request.customer_id)
             wants_profile = consent.flags["personalize"] and consent.flags["profile"]
@@ -125,7 +124,6 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
             forwarded = await rt.forward_if_remote(request, customer_id)
             if forwarded is not None:
                 return forwarded
-            rt.require_ready()
             now = _now_ms()
             if rt.ledger.is_erased(customer_id, now):
                 raise ApiError(409, "erased", "this customer was erased at this very millisecond; retry")
@@ -150,7 +148,6 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
             forwarded = await rt.forward_if_remote(request, customer_id)
             if forwarded is not None:
                 return forwarded
-            rt.require_ready()
             consent = rt.topology.read_consent(customer_id)
             profile = rt.live.peek_profile(customer_id)
             stored = consent.epoch > 0 or consent.dismissed or consent.exclude_categories or profile
@@ -171,7 +168,6 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
             forwarded = await rt.forward_if_remote(request, customer_id)
             if forwarded is not None:
                 return forwarded
-            rt.require_ready()
             return json_response(await rt.erase(customer_id))
 
     @app.page("/v1/offers/{offer_id}")

@@ -95,13 +95,18 @@ class Runtime:
         raise Unavailable("the owner of this customer is not known yet (group rebalancing)")
 
     async def forward_if_remote(self, request: aioweb.Request, customer_id: str) -> aioweb.Response | None:
-        """Relay the request to the owning worker, or return ``None`` to handle it here."""
+        """Relay the request to the owning worker, or return ``None`` to handle it here.
+
+        Handling it here requires this worker's state to be complete (503 otherwise).
+        """
         if request.headers.get(FORWARDED_HEADER):
             if not self.owns(customer_id):
                 raise Unavailable("ownership of this customer is moving between workers")
+            self.require_ready()
             return None
         owner = self.owner_url(customer_id)
         if owner == self.settings.url:
+            self.require_ready()
             return None
         headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARD_HEADERS}
         headers[FORWARDED_HEADER] = "1"
