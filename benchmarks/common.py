@@ -121,6 +121,8 @@ def cli(run: Callable[..., dict[str, Any]], description: str) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
     args = parser.parse_args()
     result = run(quick=args.quick)
+    if args.quick:  # a smoke run never overwrites the full results
+        result = {**result, "name": f"{result['name']}-quick"}
     print_report(result)
     path = write_results(result)
     print(f"results written to {path}")
