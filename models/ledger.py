@@ -76,6 +76,8 @@ class ErasureLedger:
 
     def erased_at(self, customer_id: str) -> int | None:
         """When the customer was last erased, or ``None``."""
+        if not self._erased:  # the usual case on the ingest path: no keyed hash to compute
+            return None
         return self._erased.get(self.hash(customer_id))
 
     def is_erased(self, customer_id: str, ts_ms: int) -> bool:
