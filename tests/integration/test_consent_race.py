@@ -368,7 +368,7 @@ def test_revocation_is_effective_on_return_under_concurrency(pair: list[WorkerPr
     wrong_ok = [o for o in ops if o.status in (200, 202) and o.status != (202 if o.kind == "event" else 200)]
     decisions = [o for o in ops if o.kind == "score" and o.ok]
     personalized = sum(1 for o in decisions if o.response["personalized"])
-    forwarded = sum(_metric(w, "offerstream_requests_forwarded_total") for w in pair)
+    forwarded = sum(w.metric("offerstream_requests_forwarded_total") for w in pair)
     print(f"  {len(ops)} calls in {elapsed:.1f} s ({len(ops) / elapsed:.0f}/s) from {N_TASKS} tasks, "
           f"{N_CUSTOMERS} customers; forwarded by the workers: {forwarded:.0f}")
     print(f"  by kind: {dict(sorted(by_kind.items()))}")
@@ -393,11 +393,3 @@ def test_revocation_is_effective_on_return_under_concurrency(pair: list[WorkerPr
     assert stats["scores_bound_contextual"] >= 50, stats
     assert stats["scores_bound_off:sharing"] >= 20, stats
     assert forwarded > 0
-
-
-def _metric(worker: WorkerProcess, name: str) -> float:
-    status, text = worker.client.request("GET", "/metrics")
-    for line in str(text).splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0

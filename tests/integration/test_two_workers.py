@@ -57,13 +57,5 @@ def test_any_worker_answers_every_customer_from_the_owners_state(pair: list[Work
             assert ("partner" in returned) is (i % 4 == 0)
         assert [o["offer_id"] for o in answers[0]["offers"]] == [o["offer_id"] for o in answers[1]["offers"]]
         assert [o["score"] for o in answers[0]["offers"]] == [o["score"] for o in answers[1]["offers"]]
-    forwarded = sum(_metric(w, "offerstream_requests_forwarded_total") for w in (a, b))
+    forwarded = sum(w.metric("offerstream_requests_forwarded_total") for w in (a, b))
     assert forwarded > 0, "with two workers some requests must have been forwarded to the owner"
-
-
-def _metric(worker: WorkerProcess, name: str) -> float:
-    status, text = worker.client.request("GET", "/metrics")
-    for line in str(text).splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0

@@ -87,6 +87,14 @@ class WorkerProcess:
         except OSError:
             return 0, None
 
+    def metric(self, name: str) -> float:
+        """One unlabelled sample from ``/metrics`` (0 if absent)."""
+        _, text = self.client.request("GET", "/metrics")
+        for line in str(text).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
     def log_tail(self, lines: int = 40) -> str:
         """The end of the worker's output, for failure messages."""
         try:
