@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from aiohttp import web as aioweb
 from faust.web import View
 
@@ -21,8 +20,10 @@ from models.decision import decide, parse_score_request
 from models.errors import InvalidEvent, NotFound
 from models.events import Event, parse_payload
 from models.profile import Profile
-from stream.openapi import build_openapi
+from stream.audit import AuditLog
+from stream.gc_tuning import freeze_when_ready
 from stream.http import ApiError, check_key, handler, json_response, read_json
+from stream.openapi import build_openapi
 
 if TYPE_CHECKING:
     from stream.worker import Runtime
@@ -66,6 +67,14 @@ def _why(consent: ConsentState, profile: Profile | None) -> dict[str, str]:
 def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per route
     """Attach every route of the HTTP API to the runtime's app."""
     app = rt.app
+    decisions_topic = rt.topology.decisions.get_topic_name()
+    audit = AuditLog(lambda key, value: app.producer.send(decisions_topic, key, value, None, None, None))
+
+    @app.on_before_shutdown.connect
+    async def flush_audit(sender: Any, **kwargs: Any) -> None:
+        await audit.flush()  # before the app flushes and stops its producer
+
+    freeze_when_ready(app, lambda: rt.recovered() and rt.catalogue.ready.is_set())
 
     @app.page("/v1/events")
     class Events(View):
@@ -105,12 +114,12 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
             consent = rt.live.peek_consent(score_request.customer_id)
             wants_profile = consent.flags["personalize"] and consent.flags["profile"]
             profile = rt.live.peek_profile(score_request.customer_id) if wants_profile else None
-            response, audit = decide(
+            response, record = decide(
                 score_request, consent, profile, rt.catalogue.offers, rt.model.scorer,
                 _now_ms(), uuid.uuid4().hex, rt.settings.hash_key, rt.exploration,
             )
-            await rt.topology.decisions.send(key=audit["customer_hash"], value=orjson.dumps(audit))
-            rt.metrics.inc(f'decisions_total{{mode="{audit["mode"]}"}}')
+            audit.add(record["customer_hash"], record)  # batched; sent within a few ms, never dropped
+            rt.metrics.inc(f'decisions_total{{mode="{record["mode"]}"}}')
             rt.metrics.observe_score(time.perf_counter() - started)
             return json_response(response)
 
