@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import operator
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ GREEDY = Exploration()
 _RNG = random.Random()
 MAX_CANDIDATES = 2000
 _F = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_OFFER_ID = operator.attrgetter("offer_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +140,10 @@ def decide(
             eligible.append(offer)
         else:
             filtered.append({"offer_id": offer_id, "reason": reason})
-    eligible.sort(key=lambda offer: offer.offer_id)  # ties in score break by offer id everywhere
+    eligible.sort(key=_OFFER_ID)  # ties in score break by offer id everywhere
     X = vectorize(used_profile, eligible, request.context, now_ms, scorer.offer_stats)
     scores = scorer.score(X)
-    slate = choose([float(v) for v in scores], request.k, exploration, rng or _RNG)
+    slate = choose(scores.tolist(), request.k, exploration, rng or _RNG)  # exact float32 -> float
     offers = [
         {"offer_id": eligible[i].offer_id, "score": round(float(scores[i]), 6), "rank": rank,
          "reasons": _reasons(X[i], eligible[i], personalized), "propensity": round(propensity, 6)}

@@ -18,6 +18,7 @@ Exploration(mode='epsilon', epsilon=0.1, temperature=0.05)
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections.abc import Sequence
@@ -60,7 +61,10 @@ def choose(scores: Sequence[float], k: int, policy: Exploration, rng: random.Ran
 
     Ties in score are broken by index, so callers pass candidates in a stable order.
     """
-    remaining = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    if policy.mode == "greedy":  # the top k: nlargest is sorted(..., reverse=True)[:k], stable
+        return [(i, 1.0) for i in heapq.nlargest(k, range(len(scores)), key=scores.__getitem__)]
+    # by score, highest first; a reverse sort is stable, so equal scores keep index order
+    remaining = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
     slate: list[tuple[int, float]] = []
     while remaining and len(slate) < k:
         if policy.mode == "epsilon":

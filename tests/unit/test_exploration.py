@@ -60,3 +60,19 @@ def test_bad_settings_are_refused_with_the_field(text: str) -> None:
     with pytest.raises(ValidationError) as err:
         parse_exploration(text)
     assert err.value.field == "exploration"
+
+
+def _reference_order(scores: list[float]) -> list[int]:
+    """The definition: highest score first, equal scores by index."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_greedy_and_exploring_orders_equal_the_reference_sort_with_ties(seed: int) -> None:
+    rng = random.Random(seed)
+    scores = [rng.choice([0.0, -0.0, 0.25, 0.5, 0.5, 1.0, rng.random()]) for _ in range(rng.randint(1, 60))]
+    expected = _reference_order(scores)
+    for k in (1, 3, len(scores), len(scores) + 5):
+        assert [i for i, _ in choose(scores, k, Exploration(), random.Random(0))] == expected[:k]
+    # exploring with probability 0 picks the best remaining candidate at every slot
+    assert [i for i, _ in choose(scores, len(scores), Exploration("epsilon", 0.0), random.Random(0))] == expected
