@@ -6,7 +6,10 @@
     ``../shared/data`` is there (else the fallback scorer, and the settings say so), 200 offers in
     the catalogue, customers with consent and a profile. The open-loop generator
     (``benchmarks/loadgen.py``) sends 500 req/s, latency measured from each request's scheduled
-    send time; then a closed loop of 16 clients measures scores/s at saturation.
+    send time; then a closed loop of 16 clients measures scores/s at saturation. Both phases also
+    report the CPU time the worker, the broker and the generator spent per request (from
+    ``/proc``), which on a shared 2-core machine is steadier than any latency, and the load
+    average, which says how shared the machine was.
 (b) In process, naive vs optimized, same inputs: the naive path decodes consent and profile from
     the table bytes on every request (what the view did before the write-behind state), the
     optimized one reads the live objects; both call ``models.decision.decide``.
@@ -15,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 import uuid
@@ -119,6 +123,26 @@ def _seed(worker: Any, customers: int) -> None:
         worker.client.json("POST", "/v1/events", events[i:i + 500], expect=202)
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measured(pids: dict[str, int], requests_of: Any, fn: Any) -> tuple[Any, dict[str, float]]:
+    """Run ``fn()``; return its result and the CPU ms per request of each process in ``pids``."""
+    before = {name: _cpu_s(pid) for name, pid in pids.items()}
+    own = time.process_time()
+    result = fn()
+    n = max(1, requests_of(result))
+    cpu = {f"{name}_ms": round(1000 * (_cpu_s(pid) - before[name]) / n, 3) for name, pid in pids.items()}
+    cpu["load_generator_ms"] = round(1000 * (time.process_time() - own) / n, 3)
+    return result, cpu
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     customers = 50 if quick else 500
     duration = 3.0 if quick else 20.0
@@ -134,8 +158,13 @@ def run(quick: bool = False) -> dict[str, Any]:
             url = worker.url + "/v1/score"
             body_for = lambda i: bodies[i % customers]  # noqa: E731
             asyncio.run(open_loop(url, body_for, 200, 1.0))  # warm up
-            loaded = asyncio.run(open_loop(url, body_for, rate, duration))
-            saturated = asyncio.run(saturate(url, body_for, 2.0 if quick else 8.0))
+            pids = {"worker": worker.proc.pid, **({"broker": p} if (p := _broker_pid()) else {})}
+            load_before = os.getloadavg()
+            loaded, loaded_cpu = _measured(pids, lambda r: r["sent"],
+                                           lambda: asyncio.run(open_loop(url, body_for, rate, duration)))
+            saturated, saturated_cpu = _measured(
+                pids, lambda r: r["requests"], lambda: asyncio.run(saturate(url, body_for, 2.0 if quick else 8.0)))
+            load_after = os.getloadavg()
             model = worker.client.json("GET", "/health")["model_version"]
     lat = summarize(loaded["latencies_ms"])
     proc = in_process(200 if quick else 2000)
@@ -143,16 +172,18 @@ def run(quick: bool = False) -> dict[str, Any]:
         "open_loop": {"rate": rate, "duration_s": duration, "latency_ms": lat,
                       "client_send_lag_ms": summarize(loaded["send_lag_ms"]), "errors": loaded["errors"],
                       "statuses": {str(k): v for k, v in loaded["statuses"].items()},
-                      "achieved_rate": round(loaded["achieved_rate"], 1)},
+                      "achieved_rate": round(loaded["achieved_rate"], 1), "cpu_per_request": loaded_cpu},
         "saturation": {"scores_per_s": round(saturated["per_s"], 1), "errors": saturated["errors"],
-                       "concurrency": 16},
+                       "concurrency": 16, "cpu_per_request": saturated_cpu},
+        "load_average_1m": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
         "in_process_decide_ms": proc,
         "ratio_vs_naive": proc["ratio_p50"],
     }
     return {
         "name": "score",
         "settings": {"quick": quick, "candidates": N_OFFERS, "customers": customers, "model": model,
-                     "load_generator": "benchmarks/loadgen.py open loop (aiohttp), latency from scheduled send"},
+                     "load_generator": "benchmarks/loadgen.py open loop (asyncio HTTP/1.1 keep-alive), "
+                                       "latency from scheduled send"},
         "results": results,
         "targets": [
             target("score p50 at 500 req/s", lat.get("p50", float("nan")), 2.0, "ms"),
@@ -161,6 +192,18 @@ def run(quick: bool = False) -> dict[str, Any]:
                    at_most=False),
         ],
     }
+
+
+def _broker_pid() -> int | None:
+    """The bundled broker's process id (a ``tansu`` child of this process), if there is one."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = stat.read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, ValueError):
+            continue
+        if name.startswith("tansu") and rest.split()[1] == str(os.getpid()):
+            return int(stat.parent.name)
+    return None
 
 
 def main() -> None:
