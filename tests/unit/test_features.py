@@ -134,12 +134,23 @@ def test_context_features() -> None:
     assert X[:, F["ctx_offer_affinity"]].tolist() == pytest.approx([0.0, 0.7, 0.0])
     assert X[2, F["offer_days_live"]] == pytest.approx(math.log1p(2.0))
     assert X[2, F["offer_days_left"]] == pytest.approx(math.log1p(5.0))
+    assert X[:, F["ctx_position"]].tolist() == [0.0] * 3  # no slot given reads as slot 0
+
+
+def test_position_is_the_context_slot_for_every_candidate() -> None:
+    from models.features import vectorize_rows
+
+    context = Context(position=2)
+    for build in (vectorize, vectorize_rows):
+        assert build(None, OFFERS, context, NOW)[:, F["ctx_position"]].tolist() == [2.0] * 3
+    assert FEATURE_NAMES[-1] == "ctx_position"  # appended: older columns keep their index
 
 
 def test_parse_context_defaults_and_values() -> None:
     assert parse_context(None) == Context()
     ctx = parse_context({"channel": "app", "category": "shoes", "offer_affinity": {"o1": 1, "o2": 0.5}})
     assert (ctx.channel, ctx.category, dict(ctx.offer_affinity)) == ("app", "shoes", {"o1": 1, "o2": 0.5})
+    assert ctx.position is None and parse_context({"position": 1}).position == 1
 
 
 @pytest.mark.parametrize(
@@ -148,7 +159,9 @@ def test_parse_context_defaults_and_values() -> None:
      ({"channel": None}, "context.channel"), ({"category": 5}, "context.category"),
      ({"offer_affinity": []}, "context.offer_affinity"), ({"offer_affinity": {"o1": "1"}}, "context.offer_affinity"),
      ({"offer_affinity": {"o1": True}}, "context.offer_affinity"),
-     ({"offer_affinity": {"o1": float("nan")}}, "context.offer_affinity")],
+     ({"offer_affinity": {"o1": float("nan")}}, "context.offer_affinity"),
+     ({"position": -1}, "context.position"), ({"position": 1.5}, "context.position"),
+     ({"position": True}, "context.position"), ({"position": "0"}, "context.position")],
 )
 def test_parse_context_errors_name_the_field(body: Any, field: str) -> None:
     with pytest.raises(InvalidRequest) as info:
@@ -161,7 +174,7 @@ def test_vectorize_equals_its_row_by_row_definition() -> None:
 
     from models.catalog import parse_offer
     from models.events import parse_event
-    from models.features import vectorize_rows
+    from models.features import _vectorize_columns, vectorize_rows
     from models.profile import Profile
 
     rng = random.Random(11)
@@ -183,10 +196,15 @@ def test_vectorize_equals_its_row_by_row_definition() -> None:
             profile.apply(parse_event({"event_id": f"{trial}-{j}", "type": kind, "customer_id": "c",
                                        "ts": t0 - rng.randint(0, 10**8), **extra}))
         context = Context(channel=rng.choice(["web", "app", "store"]), category=rng.choice([None, *cats]),
-                          offer_affinity={"o3": 0.5} if trial % 2 else {})
+                          offer_affinity={"o3": 0.5} if trial % 2 else {},
+                          position=rng.choice([None, 0, 1, 2]))
         subset = rng.sample(offers, rng.randint(0, 60))
         for used in (profile, None):
             fast = vectorize(used, subset, context, t0, stats)
             slow = vectorize_rows(used, subset, context, t0, stats)
             np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-7)
+            for offer in subset[:3]:  # one offer goes to vectorize_rows; the numpy path agrees
+                np.testing.assert_allclose(_vectorize_columns(used, [offer], context, t0, stats),
+                                           vectorize(used, [offer], context, t0, stats),
+                                           rtol=1e-6, atol=1e-7)
         stats[f"o{rng.randrange(60)}"] = (rng.random(), rng.random())  # updated in place, as replay does
