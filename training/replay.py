@@ -64,11 +64,13 @@ from models.errors import InvalidEvent, ValidationError
 from models.events import CHANNELS, Event, parse_event
 from models.features import FEATURE_NAMES, Context, vectorize
 from models.profile import DAY_MS, Profile
+from training.popularity import POPULARITY_PRIOR_N, POPULARITY_PRIOR_RATE, OfferStats, popularity
 
 __all__ = [
     "DEFAULT_ATTRIBUTION_MS",
     "POPULARITY_PRIOR_RATE",
     "POPULARITY_PRIOR_N",
+    "OfferStats",
     "RowMeta",
     "ReplayResult",
     "replay",
@@ -77,8 +79,6 @@ __all__ = [
 ]
 
 DEFAULT_ATTRIBUTION_MS = 7 * DAY_MS
-POPULARITY_PRIOR_RATE = 0.05
-POPULARITY_PRIOR_N = 20
 MAX_LISTED_INVALID = 100
 RESPONSE_TYPES = frozenset({"offer_click", "offer_redeem"})
 
@@ -149,16 +149,6 @@ def assumed_consent() -> ConsentState:
     return ConsentState(flags=flags, sources=sources)
 
 
-def popularity(positives: int, impressions: int) -> tuple[float, float]:
-    """Smoothed response rate and ``log1p(impressions)`` of an offer.
-
-    >>> popularity(0, 0)[0] == POPULARITY_PRIOR_RATE
-    True
-    """
-    prior = POPULARITY_PRIOR_RATE * POPULARITY_PRIOR_N
-    return (positives + prior) / (impressions + POPULARITY_PRIOR_N), math.log1p(impressions)
-
-
 class _Replayer:
     """Mutable state of one replay; :func:`replay` is the public face."""
 
@@ -174,8 +164,7 @@ class _Replayer:
         self.meta: list[RowMeta] = []
         self.open_rows: dict[tuple[str, str], list[int]] = {}  # (customer, offer) -> row indices
         self.windows: list[tuple[int, int]] = []  # heap of (window end, row index)
-        self.closed: dict[str, list[int]] = {}  # offer -> [positives, impressions]
-        self.offer_stats: dict[str, tuple[float, float]] = {}
+        self.offer_stats = OfferStats()
         self.counts = dict.fromkeys(
             ("events", "invalid", "duplicates", "skipped_erased", "impressions", "unknown_offer",
              "rows", "positives", "excluded_no_training_consent"), 0)
@@ -257,7 +246,10 @@ class _Replayer:
         elif event.type in RESPONSE_TYPES:
             self._attribute(event)
         if state.may_profile(event.ts):  # the same rule as the ingest agent
-            self.profiles.setdefault(cid, Profile()).apply(event)
+            profile = self.profiles.get(cid)
+            if profile is None:
+                profile = self.profiles[cid] = Profile()
+            profile.apply(event)
 
     # ---- rows and labels -------------------------------------------------------------------
     def _take_row(self, event: Event, state: ConsentState) -> None:
@@ -308,10 +300,7 @@ class _Replayer:
             pending.remove(index)
             if not pending:
                 del self.open_rows[key]
-            tally = self.closed.setdefault(meta.offer_id, [0, 0])
-            tally[0] += self.labels[index]
-            tally[1] += 1
-            self.offer_stats[meta.offer_id] = popularity(*tally)
+            self.offer_stats.add(meta.offer_id, self.labels[index])
 
     def result(self) -> ReplayResult:
         """Freeze the state into a :class:`ReplayResult`."""
@@ -328,15 +317,19 @@ class _Replayer:
             "assume_consent": self.assume_consent,
             "attribution": (f"{self.attribution_ms} ms" if self.attribution_ms is not None
                             else f"offer valid_to, else {DEFAULT_ATTRIBUTION_MS} ms"),
-            "popularity": f"(positives + {POPULARITY_PRIOR_RATE * POPULARITY_PRIOR_N:g}) / "
-                          f"(impressions + {POPULARITY_PRIOR_N}) over closed label windows",
+            "popularity": f"(positives + {POPULARITY_PRIOR_N} * base) / (impressions + "
+                          f"{POPULARITY_PRIOR_N}) over closed label windows; base = the response "
+                          f"rate of all closed windows so far (from {POPULARITY_PRIOR_RATE:g} "
+                          f"worth {POPULARITY_PRIOR_N} impressions)",
+            "popularity_base_rate": self.offer_stats.base_rate(),
         }
-        return ReplayResult(X, y, self.meta, dict(self.offer_stats), self.profiles, self.consents,
+        return ReplayResult(X, y, self.meta, self.offer_stats.snapshot(), self.profiles,
+                            self.consents,
                             dict(self.counts), span, list(self.invalid), settings)
 
 
 def _context(event: Event) -> Context:
-    """The page context of an impression: its channel and an OBD-style logged affinity."""
+    """The page context of an impression: channel, slot, and an OBD-style logged affinity."""
     channel = event.get("channel", "web")
     ctx = event.get("context")
     affinity = ctx.get("affinity") if isinstance(ctx, dict) else None
@@ -344,7 +337,11 @@ def _context(event: Event) -> Context:
     if isinstance(affinity, int | float) and not isinstance(affinity, bool) \
             and math.isfinite(affinity):
         offer_affinity[event.get("offer_id")] = float(affinity)
-    return Context(channel=channel if channel in CHANNELS else "web", offer_affinity=offer_affinity)
+    position = event.get("position")
+    if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+        position = None
+    return Context(channel=channel if channel in CHANNELS else "web", offer_affinity=offer_affinity,
+                   position=position)
 
 
 def replay(

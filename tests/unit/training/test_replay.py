@@ -14,7 +14,7 @@ from models.catalog import parse_offer
 from models.errors import InvalidEvent
 from models.features import FEATURE_NAMES
 from models.profile import DAY_MS, HOUR_MS
-from training.replay import POPULARITY_PRIOR_N, popularity, replay
+from training.replay import POPULARITY_PRIOR_N, POPULARITY_PRIOR_RATE, popularity, replay
 
 T0 = 1_700_000_000_000
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -134,13 +134,38 @@ def test_popularity_uses_only_closed_windows_never_the_rows_own_label() -> None:
     result = replay(log.events, OFFERS, assume_consent=True, attribution_ms=DAY_MS)
     pop = result.X[:, [F["popularity_rate"], F["popularity_log_n"]]]
     assert pop[0].tolist() == [0.0, 0.0] and pop[1].tolist() == [0.0, 0.0]
-    assert pop[2] == pytest.approx(popularity(1, 2))
-    assert popularity(1, 2)[0] == pytest.approx(2 / (2 + POPULARITY_PRIOR_N))
+    # the prior is the base rate of the closed windows (1 of 2), itself smoothed from 5 %
+    base = (1 + POPULARITY_PRIOR_RATE * POPULARITY_PRIOR_N) / (2 + POPULARITY_PRIOR_N)
+    assert result.settings["popularity_base_rate"] == pytest.approx(base)
+    assert pop[2] == pytest.approx(popularity(1, 2, base))
+    expected = (1 + POPULARITY_PRIOR_N * base) / (2 + POPULARITY_PRIOR_N)
+    assert popularity(1, 2, base)[0] == pytest.approx(expected)
     # the row's own click does not reach its own features
     no_click = replay([e for e in log.events if e["type"] != "offer_click"], OFFERS,
                       assume_consent=True, attribution_ms=DAY_MS)
     assert np.array_equal(no_click.X[:2], result.X[:2])
-    assert result.offer_stats["o1"] == pytest.approx(popularity(1, 2))  # c3's window is open
+    assert result.offer_stats["o1"] == pytest.approx(popularity(1, 2, base))  # c3's window is open
+
+
+def test_popularity_prior_follows_the_data_base_rate() -> None:
+    log = Log()
+    for i in range(400):  # 400 closed impressions of o1, 2 clicks: a 0.5 % rate, far below 5 %
+        log.impression(f"c{i}", T0 + i * 1000)
+        if i in (10, 200):
+            log.click(f"c{i}", T0 + i * 1000 + 1)
+    log.impression("late", T0 + 10 * DAY_MS)
+    result = replay(log.events, OFFERS, assume_consent=True, attribution_ms=60_000)
+    base = (2 + POPULARITY_PRIOR_RATE * POPULARITY_PRIOR_N) / (400 + POPULARITY_PRIOR_N)
+    expected = (2 + POPULARITY_PRIOR_N * base) / 420
+    assert result.X[-1, F["popularity_rate"]] == pytest.approx(expected, rel=1e-6)
+    assert result.X[-1, F["popularity_rate"]] < 0.006  # a fixed 5 % prior gives 3 / 420 = 0.0071
+
+
+def test_the_impression_position_is_the_row_context_slot() -> None:
+    log = Log().impression("c1", T0).add("offer_impression", "c2", T0 + 1, offer_id="o1",
+                                         decision_id="dx", position=2)
+    result = replay(log.events, OFFERS, assume_consent=True)
+    assert result.X[:, F["ctx_position"]].tolist() == [0.0, 2.0]
 
 
 def test_invalid_events_are_counted_duplicates_skipped_and_order_enforced() -> None:
