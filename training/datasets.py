@@ -44,6 +44,7 @@ from training.replay import RowMeta, _context, _Replayer
 __all__ = [
     "DATASETS",
     "OBD_ATTRIBUTION_MS",
+    "OBD_TEST_FRACTION",
     "TrainingInputError",
     "TrainingData",
     "parse_until",
@@ -59,6 +60,11 @@ DATASETS = ("events", "completejourney", "obd")
 #: OBD logs the click in the impression's own row (the adapter emits it 1 ms later); a one-minute
 #: window attributes it and lets popularity statistics close during the week the sample covers.
 OBD_ATTRIBUTION_MS = 60_000
+#: The sample holds 80 clicks in 20,000 impressions: the usual latest 20 % test part holds 11 of
+#: them (AUC standard error ~0.09, nothing can be told apart). The latest half (3.5 of 7 days,
+#: 36 clicks, standard error ~0.05) is still a time split: every test row is later than every
+#: training row.
+OBD_TEST_FRACTION = 0.5
 
 
 class TrainingInputError(OfferstreamError, ValueError):
@@ -78,6 +84,7 @@ class TrainingData:
     grouping: str = "decision_id"
     notes: dict[str, Any] = field(default_factory=dict)
     processing_order: bool = False  # events in the order a worker applied them (an archive)
+    test_fraction: float = 0.2  # the latest share of impression rows that is the test part
 
 
 def parse_until(text: str) -> int:
@@ -196,7 +203,9 @@ def load_dataset(name: str, data_dir: Path | None = None, *, until: int | None =
     """A bundled public data set through its adapter (consent assumed: they carry none).
 
     ``obd`` merges the random and the Bernoulli-TS logs in time order (both cover the same week,
-    users and items); the random log's later part is what off-policy evaluation uses.
+    users and items), so both logs feed the training and the test part; its test part is the
+    latest half (:data:`OBD_TEST_FRACTION`); the random log's test rows are what off-policy
+    evaluation of the trained model uses.
     """
     if name == "completejourney":
         from training.adapters import completejourney as cj
@@ -217,7 +226,8 @@ def load_dataset(name: str, data_dir: Path | None = None, *, until: int | None =
                              key=lambda e: e["ts"])
         return TrainingData(name, _keep_until(merged, until), offers, [str(root)],
                             assume_consent=True, attribution_ms=OBD_ATTRIBUTION_MS,
-                            grouping="segment_day", notes={"data_dir": str(root)})
+                            grouping="segment_day", notes={"data_dir": str(root)},
+                            test_fraction=OBD_TEST_FRACTION)
     raise TrainingInputError(f"unknown dataset {name!r}; known: completejourney, obd")
 
 

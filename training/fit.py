@@ -23,7 +23,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["GBM_PARAMS", "GBM_GRID", "time_split", "fit_gbm", "fit_logistic", "evaluate", "choose_gbm_params"]
+__all__ = ["GBM_PARAMS", "GBM_GRID", "SEARCH_MAX_ROWS", "time_split", "fit_gbm", "fit_logistic",
+           "evaluate", "choose_gbm_params"]
 
 #: Features whose effect must not be negative: more interest in an offer's category, or that
 #: category in the cart, never lowers the offer's score. Without this the first model learned
@@ -136,8 +137,20 @@ GBM_GRID: tuple[dict[str, Any], ...] = (
 )
 
 
+#: The parameter search looks at the latest this-many training rows at most: on a 1M-event
+#: retrain it fitted four models on ~70,000 rows (9.5 s of the 60 s budget); the final model is
+#: still fitted on every training row.
+SEARCH_MAX_ROWS = 30_000
+
+
 def choose_gbm_params(X: np.ndarray, y: np.ndarray, ts: np.ndarray) -> tuple[dict[str, Any], list]:
-    """Pick from :data:`GBM_GRID` by AUC on the latest 20 % (by time) of the training rows."""
+    """Pick from :data:`GBM_GRID` by AUC on the latest 20 % (by time) of the training rows.
+
+    Only the latest :data:`SEARCH_MAX_ROWS` rows take part (fitted on their earlier 80 %).
+    """
+    if ts.size > SEARCH_MAX_ROWS:
+        latest = np.sort(np.argsort(ts, kind="stable")[-SEARCH_MAX_ROWS:])
+        X, y, ts = X[latest], y[latest], ts[latest]
     try:
         fit_part, val = time_split(ts, 0.8)
     except ValueError:

@@ -90,6 +90,16 @@ def test_train_writes_metrics_report_and_registers(good_run: tuple[int, Path, Pa
     assert metrics["gate"]["passed"] and metrics["bundle"]["promoted"]
     assert (reg / "CURRENT").read_text().strip() == metrics["bundle"]["version"]
     assert (out / "bundle" / "model.onnx").is_file()
+    vs = metrics["uncertainty"]["vs"]
+    assert set(vs) == {"popularity", "logistic"} and metrics["uncertainty"]["n_boot"] == 1000
+    assert vs["logistic"]["ci95"][0] > 0  # the XOR rule: the GBM is ahead in ~every resample
+    importance = {name: (mean, sd) for name, mean, sd in metrics["model"]["permutation_importance"]}
+    from models.features import FEATURE_NAMES
+
+    assert set(importance) == set(FEATURE_NAMES)
+    assert importance["views_1h"] == (0.0, 0.0)  # no page views in this log: never shuffled
+    top = max(importance, key=lambda n: importance[n][0])
+    assert top in {"hour_sin", "hour_cos", "cat_affinity_1d", "cat_affinity_30d"}, importance
     report = (out / "report.md").read_text()
     for png in ("roc.png", "calibration.png", "lift.png", "feature_importance.png"):
         assert (out / png).stat().st_size > 0 and f"]({png})" in report

@@ -45,6 +45,26 @@ def test_auc_standard_error() -> None:
     assert report.auc_standard_error(0.5, 10, 10) > report.auc_standard_error(0.5, 100, 100)
 
 
+def test_bootstrap_auc_resamples_match_weighted_roc_auc_and_pair_the_scorers() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(3000) < 0.05).astype(int)
+    good = y * 0.4 + rng.random(3000)
+    tied = np.round(y * 0.2 + rng.random(3000), 1)  # many ties: each counts one half
+    one = report.bootstrap_auc(y, {"good": good, "tied": tied}, "good", n_boot=1, chunk=1, seed=5)
+    counts = np.bincount(np.random.default_rng(5).integers(0, 3000, 3000), minlength=3000)
+    assert one["auc_ci95"]["tied"][0] == pytest.approx(roc_auc_score(y, tied, sample_weight=counts))
+    out = report.bootstrap_auc(y, {"good": good, "tied": tied}, "good", n_boot=400)
+    vs = out["vs"]["tied"]
+    assert vs["diff"] == pytest.approx(roc_auc_score(y, good) - roc_auc_score(y, tied))
+    assert vs["ci95"][0] < vs["diff"] < vs["ci95"][1]
+    assert out["n_boot"] == 400 and 0.0 <= vs["p_reference_better"] <= 1.0
+    # a scorer against itself differs by exactly 0 in every resample (paired draws)
+    same = report.bootstrap_auc(y, {"a": good, "b": good.copy()}, "a", n_boot=50)
+    assert same["vs"]["b"]["ci95"] == [0.0, 0.0] and same["vs"]["b"]["p_reference_better"] == 0.0
+
+
 def _metrics(y: np.ndarray, scores: dict[str, np.ndarray]) -> dict:
     groups = np.arange(y.size) // 5
     s = {name: report.score_metrics(y, p, groups) for name, p in scores.items()}
@@ -59,6 +79,7 @@ def _metrics(y: np.ndarray, scores: dict[str, np.ndarray]) -> dict:
         "gate": {"passed": True, "reason": "ok", "allow_worse": False},
         "bundle": {"version": "v1", "registered": False, "promoted": False},
         "replay": {"counts": {"rows": int(y.size)}, "settings": {}},
+        "uncertainty": report.bootstrap_auc(y, scores, "GBM", n_boot=100),
     }
 
 
@@ -76,4 +97,5 @@ def test_plots_and_report_are_written_and_linked(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in text
     assert "| GBM (model) |" in text and "none logged" in text
+    assert "| GBM - popularity |" in text and "95 % interval" in text
     assert (tmp_path / "metrics.json").is_file()
