@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -31,12 +32,38 @@ from typing import IO, Any
 
 import orjson
 
-__all__ = ["EventArchive", "read_archive", "read_in_processing_order", "purge_customer", "SEQ_FIELD"]
+__all__ = ["EventArchive", "archive_line", "read_archive", "read_in_processing_order", "purge_customer",
+           "SEQ_FIELD"]
 
 #: Field a writer adds to every archived event: its processing order (microseconds, increasing).
 SEQ_FIELD = "_archived_us"
 
 _DAY = re.compile(r"^date=\d{4}-\d{2}-\d{2}$")
+_DAY_MS = 86_400_000
+
+
+_SEQ_PREFIX = b'{"' + SEQ_FIELD.encode() + b'":%d,'
+
+
+def archive_line(data: Mapping[str, Any], seq: int, raw: bytes | None = None) -> bytes:
+    """One archive line: the event's JSON object with :data:`SEQ_FIELD` = ``seq``, and a newline.
+
+    ``raw``: the event's own JSON bytes when at hand (one event per Kafka message); the field is
+    then spliced in front of them instead of serializing the event again. A field the event
+    already had under that name is replaced, as before.
+
+    >>> archive_line({"event_id": "e1"}, 7)
+    b'{"_archived_us":7,"event_id":"e1"}\\n'
+    >>> archive_line({"event_id": "e1"}, 7, raw=b' {"event_id": "e1"} ')
+    b'{"_archived_us":7,"event_id": "e1"}\\n'
+    """
+    if data and SEQ_FIELD not in data:
+        if raw is None:
+            return _SEQ_PREFIX % seq + orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE)[1:]
+        body = raw.strip()
+        if body[:1] == b"{" and b"\n" not in body and b"\r" not in body:  # one line, as read back
+            return _SEQ_PREFIX % seq + body[1:] + b"\n"
+    return orjson.dumps({**data, SEQ_FIELD: seq}, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _day(ts_ms: int) -> str:
@@ -58,32 +85,56 @@ class EventArchive:
         self.root = Path(root)
         self.writer = writer
         self._files: dict[str, IO[bytes]] = {}
+        self._by_day: dict[int, IO[bytes]] = {}  # UTC day number -> open file (no strftime per event)
+        # flush(fsync=True) may run in a worker thread (so a slow disk never stalls the event
+        # loop) while the loop appends; opening and closing files take the same lock.
+        self._lock = threading.Lock()
 
     def append(self, records: Iterable[tuple[int, bytes]]) -> int:
         """Append ``(ts_ms, event_json)`` records; return how many were written."""
         n = 0
+        by_day = self._by_day
         for ts, line in records:
-            handle = self._files.get(day := _day(ts))
+            handle = by_day.get(ts // _DAY_MS)
             if handle is None:
-                (self.root / day).mkdir(parents=True, exist_ok=True)
-                handle = self._files[day] = open(self.root / day / f"part-{self.writer}.jsonl", "ab")  # noqa: SIM115
-            handle.write(line.rstrip(b"\n") + b"\n")
+                handle = self._open(ts)
+            if line[-1:] != b"\n" or line[-2:-1] == b"\n":
+                line = line.rstrip(b"\n") + b"\n"
+            handle.write(line)
             n += 1
         return n
 
+    def _open(self, ts: int) -> IO[bytes]:
+        day = _day(ts)
+        with self._lock:
+            handle = self._files.get(day)
+            if handle is None:
+                (self.root / day).mkdir(parents=True, exist_ok=True)
+                handle = self._files[day] = open(self.root / day / f"part-{self.writer}.jsonl", "ab")  # noqa: SIM115
+            self._by_day[ts // _DAY_MS] = handle
+        return handle
+
     def flush(self, fsync: bool = False) -> None:
-        """Push buffered lines to the OS (and to the disk with ``fsync``)."""
-        for handle in self._files.values():
-            handle.flush()
-            if fsync:
-                os.fsync(handle.fileno())
+        """Push buffered lines to the OS (and to the disk with ``fsync``); thread-safe."""
+        with self._lock:
+            for handle in list(self._files.values()):
+                handle.flush()
+                if fsync:
+                    os.fsync(handle.fileno())
 
     def close(self) -> None:
-        """Flush to disk and close every open file."""
-        self.flush(fsync=True)
-        for handle in self._files.values():
-            handle.close()
-        self._files.clear()
+        """Flush to disk and close every open file (the next append opens them again).
+
+        Call it before rewriting the files (:func:`purge_customer`): a handle kept open would go
+        on writing to the replaced file, and those lines would be lost.
+        """
+        with self._lock:
+            for handle in self._files.values():
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
+            self._files.clear()
+            self._by_day.clear()
 
     def __enter__(self) -> EventArchive:
         return self

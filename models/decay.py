@@ -23,27 +23,38 @@ from collections.abc import Sequence
 
 __all__ = ["new_cell", "add", "value_at", "DecayedSum"]
 
+_NEG_INF = float("-inf")
+_ZEROS = (0.0, 0.0, 0.0, 0.0)
+
 
 def new_cell(n_half_lives: int) -> list[float]:
     """An empty cell: ``[t_ref, v_0, ..., v_{n-1}]`` with no events seen (``t_ref`` = -inf)."""
-    return [float("-inf")] + [0.0] * n_half_lives
+    if n_half_lives <= len(_ZEROS):
+        return [_NEG_INF, *_ZEROS[:n_half_lives]]
+    return [_NEG_INF] + [0.0] * n_half_lives
 
 
 def add(cell: list[float], t_ms: float, weight: float, half_lives_ms: Sequence[float]) -> None:
     """Add ``weight`` at time ``t_ms`` to every half-life of ``cell``, in place."""
     t_ref = cell[0]
     if t_ms >= t_ref:
-        if t_ref != float("-inf"):
+        # decay to t_ms, then add: the same two operations per value, in one pass
+        if t_ref == _NEG_INF or t_ms == t_ref:
+            for i in range(1, len(half_lives_ms) + 1):
+                cell[i] += weight
+        else:
             dt = t_ms - t_ref
-            for i, h in enumerate(half_lives_ms, start=1):
-                cell[i] *= 2.0 ** (-dt / h)
+            i = 1
+            for h in half_lives_ms:
+                cell[i] = cell[i] * 2.0 ** (-dt / h) + weight
+                i += 1
         cell[0] = float(t_ms)
-        for i in range(1, len(half_lives_ms) + 1):
-            cell[i] += weight
     else:
         dt = t_ref - t_ms
-        for i, h in enumerate(half_lives_ms, start=1):
+        i = 1
+        for h in half_lives_ms:
             cell[i] += weight * 2.0 ** (-dt / h)
+            i += 1
 
 
 def value_at(cell: Sequence[float], t_ms: float, index: int, half_life_ms: float) -> float:
@@ -53,7 +64,7 @@ def value_at(cell: Sequence[float], t_ms: float, index: int, half_life_ms: float
     computed with a clock slightly behind the event stream must not inflate the sum.
     """
     t_ref = cell[0]
-    if t_ref == float("-inf"):
+    if t_ref == _NEG_INF:
         return 0.0
     value = cell[index + 1]
     return value * 2.0 ** (-(t_ms - t_ref) / half_life_ms) if t_ms > t_ref else value

@@ -85,6 +85,8 @@ def parse_ts(value: Any, field: str = "ts") -> int:
     >>> parse_ts("2024-05-01T12:00:00+02:00")
     1714557600000
     """
+    if type(value) is int and TS_MIN_MS <= value < TS_MAX_MS:
+        return value  # the usual case: epoch milliseconds, checked in one step
     if isinstance(value, bool):
         raise InvalidEvent(field, "must be ISO-8601 with a zone or epoch milliseconds, got a bool")
     if isinstance(value, int | float):
@@ -116,6 +118,8 @@ def _parse_iso(text: str, field: str) -> int:
 
 def _id(obj: Mapping[str, Any], name: str, required: bool = True) -> str | None:
     value = obj.get(name)
+    if type(value) is str and len(value) <= MAX_ID_LEN and value and not value[0].isspace():
+        return value  # the usual case, settled without building a stripped copy
     if value is None:
         if required:
             raise InvalidEvent(name, "is required")
@@ -261,11 +265,14 @@ def _shallow(value: Any, budget: int) -> bool:
     """True if ``value`` nests arrays/objects at most ``budget`` levels deep."""
     if budget < 0:
         return False
-    if isinstance(value, dict):
-        return all(_shallow(v, budget - 1) for v in value.values() if isinstance(v, dict | list))
-    if isinstance(value, list):
-        return all(_shallow(v, budget - 1) for v in value if isinstance(v, dict | list))
+    # A plain loop, not all(<genexpr>): most events are flat and this runs once per event.
+    for v in value.values() if isinstance(value, dict) else value:
+        if isinstance(v, _CONTAINERS) and not _shallow(v, budget - 1):
+            return False
     return True
+
+
+_CONTAINERS = (dict, list)
 
 
 def _check_size(items: list[Event | InvalidEvent], values: list[Any]) -> list[Event | InvalidEvent]:

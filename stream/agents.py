@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -102,34 +101,36 @@ async def _handle_message(rt: Runtime, key: bytes | None, value: bytes | None, m
     envelope = isinstance(value, bytes) and value.lstrip()[:1] == b"["
     applied: list[Event] = []
     live, ledger = rt.live, rt.ledger
-    live.begin(message.offset)
-    outcomes: Counter[str] = Counter()
+    partition, offset = message.partition, message.offset
+    owner_of, already_applied = rt.events_partition, live.already_applied
+    live.begin(offset)
+    outcomes: dict[str, int] = {}
     for index, item in enumerate(items):
-        if isinstance(item, InvalidEvent):
+        if type(item) is not Event:
             raw = orjson.loads(value)[index] if envelope else value
             await _dead_letter(rt, key, raw, item, message, index if envelope else None)
             continue
-        owner = rt.events_partition(item.customer_id)
-        if owner != message.partition:
+        cid = item.customer_id
+        if owner_of(cid) != partition:
             rt.metrics.inc("events_rerouted_total")
-            await rt.topology.events.send(key=item.customer_id, value=orjson.dumps(item.data))
+            await rt.topology.events.send(key=cid, value=orjson.dumps(item.data))
             continue
-        if live.already_applied(item.customer_id, message.offset):
-            outcomes["replayed"] += 1  # the stored profile already holds this message
-            continue
-        try:
-            outcome = apply_to(live, ledger, item)
-        except InvalidConsent as exc:
-            await _dead_letter(rt, key, item.data, InvalidEvent(f"consent.{exc.field}", exc.reason),
-                               message, index if envelope else None)
-            continue
-        outcomes[outcome] += 1
-        if outcome in STORED_OUTCOMES:
-            applied.append(item)
+        if already_applied(cid, offset):
+            outcome = "replayed"  # the stored profile already holds this message
+        else:
+            try:
+                outcome = apply_to(live, ledger, item)
+            except InvalidConsent as exc:
+                await _dead_letter(rt, key, item.data, InvalidEvent(f"consent.{exc.field}", exc.reason),
+                                   message, index if envelope else None)
+                continue
+            if outcome in STORED_OUTCOMES:
+                applied.append(item)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
     for outcome, n in outcomes.items():
         rt.metrics.inc(f'events_processed_total{{outcome="{outcome}"}}', n)
     if applied and not _restored(message):
-        rt.archive_events(applied)
+        rt.archive_events(applied, value if not envelope and len(applied) == 1 else None)
 
 
 def _restored(message: Any) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,7 @@ from aiohttp import web as aioweb
 from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 
-from models.archive import SEQ_FIELD, EventArchive, purge_customer
+from models.archive import SEQ_FIELD, EventArchive, archive_line, purge_customer
 from models.catalog import Offer
 from models.consent import ConsentChange
 from models.events import Event
@@ -38,6 +39,7 @@ __all__ = ["Runtime"]
 log = logging.getLogger("offerstream.worker")
 FORWARD_HEADERS = ("authorization", "content-type", "sec-gpc")
 FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
+PARTITION_CACHE = 1_000_000  # customers whose events partition is remembered
 
 
 class Runtime:
@@ -63,13 +65,14 @@ class Runtime:
         self.exploration = parse_exploration(settings.exploration)
         self._partitioner = DefaultPartitioner()
         self._partitions = list(range(settings.partitions))
+        self._partition_of: dict[str, int] = {}
         self.started_at = time.time()
         self._seq = 0
         self.broker_ok_at: float | None = None  # monotonic time of the last answered probe
         self.restore_target: dict[int, int] = {}  # events partition -> offset restore must reach
         self.processed: dict[int, int] = {}  # events partition -> next offset to process
         # Write-behind profiles of the ingest agent; every read and erase goes through it.
-        self.live = LiveState(self.topology, lambda: self.app.producer.flush())
+        self.live = LiveState(self.topology, lambda: self.app.producer.flush(), self.sync_archive)
         register_agents(self)
         register_views(self)
         self._register_tasks()
@@ -77,7 +80,13 @@ class Runtime:
     # ---- placement -------------------------------------------------------------------------
     def events_partition(self, customer_id: str) -> int:
         """The partition that owns a customer: Kafka's default partitioner on the UTF-8 id."""
-        return int(self._partitioner(customer_id.encode(), self._partitions, self._partitions))
+        partition = self._partition_of.get(customer_id)
+        if partition is None:  # murmur2 in Python costs ~3 us; a customer's answer never changes
+            if len(self._partition_of) >= PARTITION_CACHE:
+                self._partition_of.clear()
+            partition = self._partition_of[customer_id] = int(
+                self._partitioner(customer_id.encode(), self._partitions, self._partitions))
+        return partition
 
     def owns(self, customer_id: str) -> bool:
         """True if this worker actively owns the customer's partition now."""
@@ -216,7 +225,7 @@ class Runtime:
         self.live.consent_changed(customer_id)
         await self.app.producer.flush()
         await sent
-        self.archive.flush()
+        self.archive.close()  # the rewritten files must be reopened, not written through old handles
         removed_events = purge_customer(self.settings.archive_dir, customer_id)
         return {
             "customer_id": customer_id, "erased_at": erased_at, "ledger_hash": digest,
@@ -238,9 +247,24 @@ class Runtime:
             return
         self.ledger.add_hash(key.decode(), erased_at)
 
-    def archive_events(self, events: list[Event]) -> None:
-        """Append applied events to the local archive (flushed to disk every second)."""
-        self.archive.append((e.ts, orjson.dumps({**e.data, SEQ_FIELD: self._next_seq()})) for e in events)
+    def archive_events(self, events: list[Event], raw: bytes | None = None) -> None:
+        """Append applied events to the local archive (fsync'd before their messages are acked).
+
+        ``raw``: the message bytes when they hold exactly ``events[0]`` as one JSON object; the
+        processing-order field is then spliced in front instead of serializing the event again.
+        """
+        self.archive.append(self._archive_lines(events, raw))
+
+    def _archive_lines(self, events: list[Event], raw: bytes | None) -> Iterator[tuple[int, bytes]]:
+        if raw is not None and len(events) == 1:
+            yield events[0].ts, archive_line(events[0].data, self._next_seq(), raw)
+            return
+        for e in events:
+            yield e.ts, archive_line(e.data, self._next_seq())
+
+    async def sync_archive(self) -> None:
+        """fsync the archive in a worker thread: a slow disk must not stall ingest and scoring."""
+        await asyncio.get_running_loop().run_in_executor(None, self.archive.flush, True)
 
     def _next_seq(self) -> int:
         self._seq = max(self._seq + 1, time.time_ns() // 1000)
@@ -276,7 +300,7 @@ class Runtime:
 
         @app.timer(1.0)
         async def flush_archive() -> None:
-            self.archive.flush(fsync=True)
+            await self.sync_archive()
 
         @app.timer(1.0)
         async def probe_broker() -> None:
