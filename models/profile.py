@@ -20,8 +20,15 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import sys
+from array import array
+from base64 import b64decode, b64encode
 from dataclasses import dataclass, field
+from itertools import chain
+from os.path import commonprefix
 from typing import Any
+
+import orjson
 
 from models.decay import add, new_cell, value_at
 from models.errors import InvalidEvent
@@ -29,6 +36,7 @@ from models.events import Event
 
 __all__ = [
     "SCHEMA_VERSION",
+    "READABLE_VERSION",
     "HALF_LIVES_MS",
     "CATEGORY_HALF_LIVES_MS",
     "SPEND_HALF_LIVES_MS",
@@ -37,8 +45,13 @@ __all__ = [
     "Profile",
 ]
 
-SCHEMA_VERSION = 2  # v2: recent event keys packed into one string (v1, a list, is still read)
+# v3 (stored, ``to_state``): packed floats, short relative integers, base64 event keys (below).
+# v2 (readable, ``to_dict``): recent event keys packed into one string. v1: keys as a list.
+# All three are read.
+SCHEMA_VERSION = 3
+READABLE_VERSION = 2
 SEEN_KEY_CHARS = 8
+_NEG_INF = float("-inf")
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 HALF_LIVES_MS = (float(HOUR_MS), float(DAY_MS), float(30 * DAY_MS))
@@ -87,40 +100,53 @@ class Profile:
     # ---- updates ---------------------------------------------------------------------------
     def apply(self, event: Event) -> bool:
         """Add one event; return False if it was already applied or is not profile data."""
-        if event.type not in PROFILE_EVENT_TYPES:
+        etype = event.type
+        if etype not in PROFILE_EVENT_TYPES:
             return False
         key = _event_key(event.event_id)
-        if key in self.seen:
+        seen = self.seen
+        if key in seen:
             return False
-        self.seen.append(key)
-        del self.seen[:-MAX_SEEN]
-        self._apply_common(event)
-        handler = _HANDLERS.get(event.type)
+        seen.append(key)
+        if len(seen) > MAX_SEEN:
+            del seen[:-MAX_SEEN]
+        self._apply_common(event, etype)
+        handler = _HANDLERS.get(etype)
         if handler is not None:
             handler(self, event)
         return True
 
-    def _apply_common(self, event: Event) -> None:
+    def _apply_common(self, event: Event, etype: str) -> None:
+        # The hot path of ingest and replay: plain comparisons, no min()/max() or tuple unpacking.
         ts = event.ts
         self.n_events += 1
-        cell = self.counts.get(event.type)  # not setdefault: that builds a new cell every time
+        cell = self.counts.get(etype)  # not setdefault: that builds a new cell every time
         if cell is None:
-            cell = self.counts[event.type] = new_cell(len(HALF_LIVES_MS))
+            cell = self.counts[etype] = new_cell(3)
         add(cell, ts, 1.0, HALF_LIVES_MS)
-        self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
-        self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        first, last = self.first_ts, self.last_ts
+        if first is None or ts < first:
+            self.first_ts = ts
+        if last is None or ts > last:
+            self.last_ts = ts
         self._update_session(ts)
-        weight = CATEGORY_WEIGHTS.get(event.type)
-        category = event.get("category")
-        if weight is not None and isinstance(category, str) and category:
-            self._add_category(category, ts, weight)
+        weight = CATEGORY_WEIGHTS.get(etype)
+        if weight is not None:
+            category = event.data.get("category")
+            if category and isinstance(category, str):
+                self._add_category(category, ts, weight)
 
     def _update_session(self, ts: int) -> None:
-        start, last, n = self.session
+        session = self.session
+        start, last, n = session
         if n == 0 or ts - last > SESSION_GAP_MS:
             self.session = [ts, ts, 1]
         elif ts >= start - SESSION_GAP_MS:
-            self.session = [min(start, ts), max(last, ts), n + 1]
+            if ts < start:
+                session[0] = ts
+            if ts > last:
+                session[1] = ts
+            session[2] = n + 1
 
     def _add_category(self, category: str, ts: int, weight: float) -> None:
         cell = self.categories.get(category)
@@ -220,23 +246,34 @@ class Profile:
 
     # ---- plain data ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Serialize to plain data with a schema version (never a pickle)."""
+        """The readable form (schema v2 layout): what an access request shows; never a pickle."""
         return {
-            "v": SCHEMA_VERSION, "counts": self.counts, "categories": self.categories,
-            "spend": self.spend if self.spend[0] != float("-inf") else None,
+            "v": READABLE_VERSION, "counts": self.counts, "categories": self.categories,
+            "spend": self.spend if self.spend[0] != _NEG_INF else None,
             "first_ts": self.first_ts, "last_ts": self.last_ts,
             "last_purchase_ts": self.last_purchase_ts, "session": self.session, "cart": self.cart,
             "orders": self.orders, "returns": self.returns, "offers": self.offers,
             "seen": "".join(self.seen), "n_events": self.n_events,
         }
 
+    def to_state(self) -> dict[str, Any]:
+        """The stored form (schema v3, see :func:`_pack`): plain JSON data, about half the bytes."""
+        return _pack(self)
+
+    def to_bytes(self) -> bytes:
+        """:meth:`to_state` as the JSON bytes a table stores."""
+        return orjson.dumps(_pack(self))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Profile:
-        """Inverse of :meth:`to_dict`; ``None`` gives an empty profile."""
+        """Inverse of :meth:`to_dict` and :meth:`to_state` (reads v1, v2, v3); ``None``: empty."""
         if not data:
             return cls()
-        if data.get("v") not in (1, SCHEMA_VERSION):
-            raise InvalidEvent("profile.v", f"unsupported profile schema version {data.get('v')!r}")
+        version = data.get("v")
+        if version == SCHEMA_VERSION:
+            return _unpack(cls, data)
+        if version not in (1, READABLE_VERSION):
+            raise InvalidEvent("profile.v", f"unsupported profile schema version {version!r}")
         return cls(
             counts=data["counts"], categories=data["categories"],
             spend=data["spend"] if data.get("spend") else new_cell(1),
@@ -246,11 +283,137 @@ class Profile:
             seen=_unpack_seen(data["seen"]), n_events=data["n_events"],
         )
 
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> Profile:
+        """Inverse of :meth:`to_bytes` (also reads the JSON of v1/v2 dicts)."""
+        return cls.from_dict(orjson.loads(raw) if raw else None)
+
 
 def _unpack_seen(seen: str | list[str]) -> list[str]:
     if isinstance(seen, list):  # schema v1
         return list(seen)
     return [seen[i:i + SEEN_KEY_CHARS] for i in range(0, len(seen), SEEN_KEY_CHARS)]
+
+
+# ---- schema v3: the stored form -------------------------------------------------------------
+# {"v": 3, "n": n_events,
+#  "t": [first_ts, last_ts - first_ts, last_ts - last_purchase_ts | null,
+#        last_ts - session_start, last_ts - session_last, session_events]    (absent: no events)
+#  "c": [event types of counts], "k": [categories],
+#  "f": base64 of little-endian IEEE float64: every counts cell (4 values), every category cell (3),
+#       then the spend cell (2) if there was a purchase -- the exact floats, a third of the text
+#  "op": common prefix of the offer ids, "o": {id without prefix: [imp, click, redeem, dismiss,
+#       last_ts - last_impression, today(, day - last_impression_day when not 0)]}
+#  "s": base64 of the recent event keys (4 bytes each; "sl": the list when they are not 8-hex)
+#  "cart", "orders", "r" (returns): as in v2, each only when not empty}
+# Integers are stored relative to last_ts so they are short; everything round-trips exactly.
+_COUNT_CELL = 1 + len(HALF_LIVES_MS)
+_CATEGORY_CELL = 1 + len(CATEGORY_HALF_LIVES_MS)
+_SPEND_CELL = 1 + len(SPEND_HALF_LIVES_MS)
+_BIG_ENDIAN = sys.byteorder == "big"  # the stored floats are little-endian everywhere
+
+
+def _pack(p: Profile) -> dict[str, Any]:
+    out: dict[str, Any] = {"v": SCHEMA_VERSION, "n": p.n_events}
+    last = p.last_ts
+    if last is not None:
+        start, end, n = p.session
+        lp = p.last_purchase_ts
+        out["t"] = [p.first_ts, last - p.first_ts if p.first_ts is not None else None,
+                    None if lp is None else last - lp, last - start, last - end, n]
+    else:
+        last = 0
+        if p.first_ts is not None or p.last_purchase_ts is not None or p.session != [0, 0, 0]:
+            out["t0"] = [p.first_ts, p.last_purchase_ts, p.session]  # not reachable through apply
+    counts, categories, spend = p.counts, p.categories, p.spend
+    if counts or categories or spend[0] != _NEG_INF:
+        floats = array("d", chain.from_iterable(counts.values()))
+        floats.extend(chain.from_iterable(categories.values()))
+        if spend[0] != _NEG_INF:
+            floats.extend(spend)
+        if len(floats) != (_COUNT_CELL * len(counts) + _CATEGORY_CELL * len(categories)
+                           + (_SPEND_CELL if spend[0] != _NEG_INF else 0)):
+            raise ValueError("a decayed cell has the wrong length")
+        if _BIG_ENDIAN:
+            floats.byteswap()
+        out["c"] = list(counts)
+        out["k"] = list(categories)
+        out["f"] = b64encode(floats.tobytes()).decode()
+    if p.offers:
+        ids = list(p.offers)
+        prefix = commonprefix(ids) if len(ids) > 1 else ""
+        cut = len(prefix)
+        offers = {}
+        for offer_id, rec in p.offers.items():
+            packed = [rec[0], rec[1], rec[2], rec[3], last - rec[4], rec[6]]
+            day_offset = rec[5] - rec[4] // DAY_MS  # 0 unless written by hand: then it is kept
+            if day_offset:
+                packed.append(day_offset)
+            offers[offer_id[cut:]] = packed
+        if prefix:
+            out["op"] = prefix
+        out["o"] = offers
+    seen = p.seen
+    if seen:
+        joined = "".join(seen)
+        try:
+            if len(joined) != SEEN_KEY_CHARS * len(seen) or max(map(len, seen)) != SEEN_KEY_CHARS:
+                raise ValueError("not all keys are 8 hex digits (schema v1 keys)")
+            out["s"] = b64encode(bytes.fromhex(joined)).decode()
+        except ValueError:
+            out["sl"] = list(seen)
+    if p.cart:
+        out["cart"] = p.cart
+    if p.orders:
+        out["orders"] = p.orders
+    if p.returns != [0.0, 0.0]:
+        out["r"] = p.returns
+    return out
+
+
+def _unpack(cls: type[Profile], data: dict[str, Any]) -> Profile:
+    p = cls(n_events=data["n"])
+    times = data.get("t")
+    last = 0
+    if times is not None:
+        first, since_first, since_purchase, since_start, since_end, n = times
+        last = first + since_first
+        p.first_ts, p.last_ts = first, last
+        p.last_purchase_ts = None if since_purchase is None else last - since_purchase
+        p.session = [last - since_start, last - since_end, n]
+    elif "t0" in data:
+        p.first_ts, p.last_purchase_ts, p.session = data["t0"]
+    if "f" in data:
+        floats = array("d", b64decode(data["f"]))
+        if _BIG_ENDIAN:
+            floats.byteswap()
+        i = 0
+        for name in data["c"]:
+            p.counts[name] = floats[i:i + _COUNT_CELL].tolist()
+            i += _COUNT_CELL
+        for name in data["k"]:
+            p.categories[name] = floats[i:i + _CATEGORY_CELL].tolist()
+            i += _CATEGORY_CELL
+        if i < len(floats):
+            p.spend = floats[i:i + _SPEND_CELL].tolist()
+    if "o" in data:
+        prefix = data.get("op", "")
+        for suffix, packed in data["o"].items():
+            imp, click, redeem, dismiss, since_imp, today = packed[:6]
+            day_offset = packed[6] if len(packed) > 6 else 0
+            last_imp = last - since_imp
+            day = last_imp // DAY_MS + day_offset
+            p.offers[prefix + suffix] = [imp, click, redeem, dismiss, last_imp, day, today]
+    if "s" in data:
+        hexed = b64decode(data["s"]).hex()
+        p.seen = [hexed[i:i + SEEN_KEY_CHARS] for i in range(0, len(hexed), SEEN_KEY_CHARS)]
+    elif "sl" in data:
+        p.seen = list(data["sl"])
+    p.cart = data.get("cart") or {}
+    p.orders = data.get("orders") or {}
+    if "r" in data:
+        p.returns = data["r"]
+    return p
 
 
 _HANDLERS = {

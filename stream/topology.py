@@ -46,11 +46,11 @@ class Topology:
     def read_profile(self, customer_id: str) -> Profile | None:
         """The customer's profile, or ``None`` if none is stored."""
         raw = self.profiles.get(customer_id.encode())
-        return Profile.from_dict(orjson.loads(raw)) if raw else None
+        return Profile.from_bytes(raw) if raw else None
 
     def write_profile(self, customer_id: str, profile: Profile) -> None:
-        """Store a profile (a changelog message is produced)."""
-        self.profiles[customer_id.encode()] = orjson.dumps(profile.to_dict())
+        """Store a profile in its compact stored form (a changelog message is produced)."""
+        self.profiles[customer_id.encode()] = profile.to_bytes()
 
     def erase_profile(self, customer_id: str) -> bool:
         """Delete a stored profile (a tombstone goes to the changelog); True if one existed."""

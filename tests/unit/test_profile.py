@@ -22,6 +22,7 @@ from models.profile import (
     MAX_CATEGORIES,
     MAX_OFFERS,
     MAX_SEEN,
+    READABLE_VERSION,
     SCHEMA_VERSION,
     Profile,
 )
@@ -264,7 +265,7 @@ def _busy_profile() -> Profile:
 def test_to_dict_is_json_and_round_trips() -> None:
     p = _busy_profile()
     data = p.to_dict()
-    assert data["v"] == SCHEMA_VERSION
+    assert data["v"] == READABLE_VERSION
     encoded = orjson.dumps(data)
     restored = Profile.from_dict(orjson.loads(encoded))
     assert restored.to_dict() == orjson.loads(encoded)
@@ -286,7 +287,7 @@ def test_empty_profile_round_trips() -> None:
     assert Profile.from_dict(None).to_dict() == Profile().to_dict()
 
 
-@pytest.mark.parametrize("version", [None, 0, SCHEMA_VERSION + 1, "1"])
+@pytest.mark.parametrize("version", [None, 0, SCHEMA_VERSION + 1, "1", "3"])
 def test_wrong_schema_version_rejected(version: Any) -> None:
     data = Profile().to_dict() | {"v": version}
     with pytest.raises(InvalidEvent) as info:
@@ -303,10 +304,67 @@ def test_schema_v2_packs_recent_event_keys_and_still_reads_v1() -> None:
         profile.apply(parse_event({"event_id": f"e{i}", "type": "page_view", "customer_id": "c",
                                    "ts": 1_700_000_000_000 + i, "category": "x"}))
     data = profile.to_dict()
-    assert data["v"] == SCHEMA_VERSION == 2 and isinstance(data["seen"], str)
+    assert data["v"] == READABLE_VERSION == 2 and isinstance(data["seen"], str)
     again = Profile.from_dict(orjson.loads(orjson.dumps(data)))
     assert again.seen == profile.seen and len(again.seen) == 48
     assert not again.apply(parse_event({"event_id": "e59", "type": "page_view", "customer_id": "c",
                                         "ts": 1_700_000_000_059}))
     v1 = {**data, "v": 1, "seen": ["0123456789ab", "ba9876543210"]}
     assert Profile.from_dict(v1).seen == ["0123456789ab", "ba9876543210"]
+
+
+def _same(a: Profile, b: Profile) -> bool:
+    """Equal state, exactly (floats bit for bit, key order included)."""
+    return orjson.dumps(a.to_dict()) == orjson.dumps(b.to_dict())
+
+
+@settings(max_examples=80, deadline=None)
+@given(event_lists(max_size=40))
+def test_stored_form_v3_round_trips_exactly_after_each_step(evs: list[Event]) -> None:
+    p = Profile()
+    for e in evs:
+        p.apply(e)
+        raw = p.to_bytes()
+        again = Profile.from_bytes(raw)
+        assert _same(again, p)
+        assert orjson.loads(raw)["v"] == SCHEMA_VERSION == 3
+        assert again.to_bytes() == raw
+    # the restored profile goes on exactly like the original, duplicates included
+    restored = Profile.from_bytes(p.to_bytes())
+    later = make("offer_impression", evs[-1].ts + DAY_MS, offer_id="of9")
+    for e in [*evs[:3], later]:
+        assert restored.apply(e) == p.apply(e)
+    assert _same(restored, p)
+
+
+def test_stored_form_is_smaller_and_reads_every_version() -> None:
+    p = _busy_profile()
+    for i in range(MAX_SEEN):
+        p.apply(make("offer_impression", T0 + i * MIN, offer_id=f"campaign-{i % 20}"))
+    v2 = orjson.dumps(p.to_dict())
+    v3 = p.to_bytes()
+    assert len(v3) < 0.75 * len(v2)
+    assert _same(Profile.from_bytes(v2), p) and _same(Profile.from_bytes(v3), p)
+    q = Profile()
+    for i in range(30):
+        q.apply(make("offer_impression", T0 + i * MIN, offer_id=f"campaign-{i % 12}"))
+    state = q.to_state()
+    assert state["op"] == "campaign-" and "11" in state["o"]  # the common prefix is stored once
+    assert _same(Profile.from_dict(orjson.loads(orjson.dumps(state))), q)
+    v1 = orjson.loads(v2) | {"v": 1, "seen": ["0123456789ab", "ba9876543210"]}
+    from_v1 = Profile.from_dict(v1)
+    assert from_v1.seen == ["0123456789ab", "ba9876543210"]
+    again = Profile.from_bytes(from_v1.to_bytes())  # v1 keys are kept as a list, not packed
+    assert again.seen == from_v1.seen and _same(again, from_v1)
+
+
+def test_stored_form_keeps_unusual_values_exactly() -> None:
+    p = Profile()
+    assert Profile.from_bytes(p.to_bytes()).to_dict() == p.to_dict()
+    p.apply(make("offer_click", T0, offer_id="solo"))  # a click without an impression
+    p.apply(make("purchase", T0 + MIN, items=[item("s1", "shoes", 12.5)], channel="store"))
+    p.apply(make("return", T0 + 2 * MIN, items=[item("s1", "shoes", 12.5)]))
+    p.offers["hand"] = [1, 0, 0, 0, T0, T0 // DAY_MS + 3, 2]  # day not that of the last impression
+    p.counts["page_view"] = [float("-inf"), 0.0, 0.0, 0.0]
+    again = Profile.from_bytes(p.to_bytes())
+    assert _same(again, p) and again.returns == p.returns and again.spend == p.spend
