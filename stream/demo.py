@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from models.errors import ModelError
 from models.registry import ModelRegistry
 from stream.broker import EmbeddedBroker
 from stream.client import ApiClient
@@ -71,10 +72,17 @@ def demo_events(households: int, now_ms: int) -> tuple[list[dict[str, Any]], lis
 
 def _ensure_model(data_dir: Path) -> str:
     registry = ModelRegistry(data_dir / "models")
-    if registry.current_version() is None:
+    reason = "no model yet"
+    if registry.current_version() is not None:
+        try:
+            registry.load_current()
+            reason = ""
+        except ModelError as exc:  # e.g. built for an older feature schema by an older release
+            reason = f"the current model cannot serve ({exc})"
+    if reason:
         from training.first_model import train_first_model
 
-        print("demo: training a first model on the Complete Journey sample ...", flush=True)
+        print(f"demo: {reason}; training a first model on the Complete Journey sample ...", flush=True)
         summary = train_first_model(data_dir / "bundles" / "first", registry_root=registry.root)
         print(f"demo: model {summary['version']} registered", flush=True)
     return str(registry.current_version())
