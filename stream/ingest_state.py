@@ -54,8 +54,9 @@ class LiveState:
     """
 
     def __init__(self, topology: Any, producer_flush: Any = None, archive_sync: Any = None, *,
-                 write_behind: bool = True) -> None:
+                 partition_of: Any = None, write_behind: bool = True) -> None:
         self.topology = topology
+        self._partition_of = partition_of  # customer id -> its partition (Runtime.events_partition)
         self.write_behind = write_behind  # False: the naive baseline, every call goes to the tables
         self._producer_flush = producer_flush
         self._archive_sync = archive_sync  # fsyncs the event archive (awaitable)
@@ -212,12 +213,12 @@ class LiveState:
         return len(dirty)
 
     def _write_chunk(self, customer_ids: list[str]) -> None:
-        table, profiles, offsets = self.topology.profiles, self._profiles, self._offsets
-        dumps = orjson.dumps
+        write, partition_of = self.topology.write_profile_bytes, self._partition_of
+        profiles, offsets, dumps = self._profiles, self._offsets, orjson.dumps
         for customer_id in customer_ids:
             profile = profiles.get(customer_id)
             if profile is None:
                 continue  # erased since it was changed
             state = profile.to_state()
             state[OFFSET_FIELD] = offsets.get(customer_id, -1)
-            table[customer_id.encode()] = dumps(state)
+            write(customer_id, partition_of(customer_id), dumps(state))

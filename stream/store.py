@@ -32,5 +32,10 @@ class RoutedRocksDBStore(RocksDBStore):
         self._key_index[key] = partition
         self._db_for_partition(partition).put(key, value)
 
+    def set_in_partition(self, key: bytes, value: bytes, partition: int) -> None:
+        """Store raw ``value`` under raw ``key`` in ``partition`` (the caller knows the key's)."""
+        self._key_index[key] = partition
+        self._db_for_partition(partition).put(key, value)
+
 
 stores.STORES.aliases.setdefault("offerstream-rocksdb", f"{__name__}:RoutedRocksDBStore")

@@ -52,6 +52,23 @@ class Topology:
         """Store a profile in its compact stored form (a changelog message is produced)."""
         self.profiles[customer_id.encode()] = profile.to_bytes()
 
+    def write_profile_bytes(self, customer_id: str, partition: int, value: bytes) -> None:
+        """Store an encoded profile whose partition the caller knows (the write-behind flush).
+
+        The same changelog message and local write as ``profiles[key] = value``, without what
+        faust's ``Table.__setitem__`` adds per key: the partitioner run twice (murmur2 in Python),
+        table sensors, and window TTL bookkeeping (these tables have no windows). ``partition``
+        must be the key's own: Kafka's default partitioner on the UTF-8 id, as everywhere.
+        """
+        key = customer_id.encode()
+        self.profiles.send_changelog(partition, key, value)
+        store = self.profiles.data
+        set_in_partition = getattr(store, "set_in_partition", None)
+        if set_in_partition is not None:
+            set_in_partition(key, value, partition)
+        else:
+            store[key] = value
+
     def erase_profile(self, customer_id: str) -> bool:
         """Delete a stored profile (a tombstone goes to the changelog); True if one existed."""
         key = customer_id.encode()

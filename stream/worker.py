@@ -72,7 +72,8 @@ class Runtime:
         self.restore_target: dict[int, int] = {}  # events partition -> offset restore must reach
         self.processed: dict[int, int] = {}  # events partition -> next offset to process
         # Write-behind profiles of the ingest agent; every read and erase goes through it.
-        self.live = LiveState(self.topology, lambda: self.app.producer.flush(), self.sync_archive)
+        self.live = LiveState(self.topology, lambda: self.app.producer.flush(), self.sync_archive,
+                              partition_of=self.events_partition)
         register_agents(self)
         register_views(self)
         self._register_tasks()
