@@ -153,9 +153,25 @@ class Profile:
             cell = self.categories[category] = new_cell(len(CATEGORY_HALF_LIVES_MS))
         add(cell, ts, weight, CATEGORY_HALF_LIVES_MS)
         if len(self.categories) > MAX_CATEGORIES:
-            weakest = min(self.categories, key=lambda c: value_at(self.categories[c], ts, 1,
-                                                                  CATEGORY_HALF_LIVES_MS[1]))
-            del self.categories[weakest]
+            del self.categories[self._weakest_category(ts)]
+
+    def _weakest_category(self, ts: int) -> str:
+        # min(categories, key=value_at(cell, ts, 1, h)) written out (it runs on every new category
+        # of a full profile): the same arithmetic, and the first of equal values, as min() picks.
+        h = CATEGORY_HALF_LIVES_MS[1]
+        weakest, low = None, 0.0
+        for name, cell in self.categories.items():
+            t_ref = cell[0]
+            if t_ref == _NEG_INF:
+                value = 0.0
+            elif ts > t_ref:
+                value = cell[2] * 2.0 ** (-(ts - t_ref) / h)
+            else:
+                value = cell[2]
+            if weakest is None or value < low:
+                weakest, low = name, value
+        assert weakest is not None
+        return weakest
 
     def _cart_add(self, event: Event) -> None:
         item = self.cart.setdefault(event.get("item_id"), [event.get("category"), 0.0, 0.0])
