@@ -33,6 +33,7 @@ _RNG = random.Random()
 MAX_CANDIDATES = 2000
 _F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _OFFER_ID = operator.attrgetter("offer_id")
+_IS_STR = str.__instancecheck__
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,8 @@ def parse_score_request(body: Any, *, header_gpc: bool = False) -> ScoreRequest:
         raise InvalidRequest("k", f"must be an integer from 1 to {MAX_K}")
     candidates = body.get("candidates")
     if candidates is not None:
-        if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
+        # all(map(...)) is isinstance(c, str) for each candidate, without a Python-level loop
+        if not isinstance(candidates, list) or not all(map(_IS_STR, candidates)):
             raise InvalidRequest("candidates", "must be a list of offer ids")
         if len(candidates) > MAX_CANDIDATES:
             raise InvalidRequest("candidates", f"at most {MAX_CANDIDATES} candidates")
