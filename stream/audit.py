@@ -3,8 +3,9 @@
 Why batches: sending each record on its own cost one produce request (a socket write, a request
 encode and a broker round trip) per decision, ~20% of a score request's time in a py-spy profile
 under load. Records are still one Kafka message each, keyed by the hashed customer id, exactly as
-before; they are only held for at most ``delay_s`` so that the producer puts every record of that
-window into one produce request.
+before; they are only held for at most ``delay_s`` (10 ms) so that the producer puts every record
+of that window into one produce request: ~5 decisions per request at 500 req/s, where a 2 ms window
+still sent nearly one request per decision.
 
 Nothing is dropped: a record is queued before the score response is built, a failed send puts the
 unsent records back at the front of the queue and retries, and :meth:`AuditLog.flush` runs before
@@ -43,7 +44,7 @@ class AuditLog:
         A batch this large is sent at once.
     """
 
-    def __init__(self, send: Send, *, delay_s: float = 0.002, max_batch: int = 256) -> None:
+    def __init__(self, send: Send, *, delay_s: float = 0.01, max_batch: int = 256) -> None:
         self._send = send
         self.delay_s = delay_s
         self.max_batch = max_batch
