@@ -20,13 +20,14 @@ Examples
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from models.catalog import Offer
+from models.catalog import IMPLIED_REQUIREMENTS, Offer
 from models.errors import InvalidRequest
 from models.events import CHANNELS
 from models.decay import value_at
@@ -41,6 +42,9 @@ __all__ = [
     "vectorize",
     "vectorize_rows",
     "customer_features",
+    "OfferSet",
+    "offer_set",
+    "vectorize_set",
 ]
 
 #: 2: ``ctx_position`` (the page slot an offer is shown in) appended to the context block.
@@ -232,7 +236,9 @@ def vectorize(
 
     Notes
     -----
-    Column by column with numpy: the per-offer constants are cached per offer object, category
+    Column by column with numpy, from the candidates' :class:`OfferSet` (cached by the identity of
+    the offer objects: a copy of its template holds every column that depends only on the offers);
+    per call only the profile, popularity, time and context columns are filled. Category
     affinities are looked up per category, and offer history is filled only for the offers the
     profile has seen. :func:`vectorize_rows` is the row-by-row definition it must equal
     (``tests/unit/test_features.py`` checks it); a single offer goes straight to it, which is
@@ -247,29 +253,159 @@ def _vectorize_columns(profile: Profile | None, offers: Sequence[Offer], context
                        now_ms: int, offer_stats: Mapping[str, Sequence[float]] | None,
                        ) -> np.ndarray:
     """The numpy path of :func:`vectorize`, for any number of offers."""
-    stats = offer_stats or {}
-    n = len(offers)
-    X = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float32)
-    if n == 0:
-        return X
-    X[:, :_N_CUST] = customer_features(profile, now_ms)
-    static = np.array([_static_row(offer) for offer in offers], dtype=np.float64)
-    o = _N_CUST + _N_PAIR
-    X[:, o:o + 6] = static[:, :6]
-    X[:, o + 6:o + 8] = [tuple(stats.get(offer.offer_id, (0.0, 0.0))) for offer in offers]
-    live = np.where(np.isnan(static[:, 6]), 365.0, (now_ms - static[:, 6]) / DAY_MS)
-    left = np.where(np.isnan(static[:, 7]), 365.0, (static[:, 7] - now_ms) / DAY_MS)
-    X[:, o + 8] = np.log1p(np.maximum(live, 0.0))
-    X[:, o + 9] = np.log1p(np.maximum(left, 0.0))
-    categories = [offer.category for offer in offers]
+    if not offers:
+        return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
+    candidates = offer_set(offers)
+    if not candidates.unique:  # an offer id twice: rows keyed by id would collide; use the definition
+        return vectorize_rows(profile, offers, context, now_ms, offer_stats)
+    return vectorize_set(candidates, profile, context, now_ms, offer_stats)
+
+
+_O = _N_CUST + _N_PAIR           # first offer column
+_C = _O + _N_OFFER               # first context column
+_LOG_NEVER = _log(NEVER_HOURS)
+
+
+class OfferSet:
+    """Everything about a tuple of offers that depends only on the offers themselves, computed once.
+
+    Built by :func:`offer_set` and cached by the identity of the offer objects. ``Offer`` is frozen
+    and the catalogue replaces an updated offer by a new object, so a changed or removed offer gives a
+    new key and is never matched with stale columns. The set holds its offers, so none of their
+    ``id()`` s can be reused while it is cached.
+
+    Attributes
+    ----------
+    offers, ids, categories
+        The offers in the given order, their ids and categories.
+    unique : bool
+        Every offer id occurs once (``row_of`` is then a complete index).
+    row_of : dict
+        ``offer_id -> row``.
+    cat_rows : dict
+        ``category -> int array of rows``.
+    template : ndarray
+        ``(n, len(FEATURE_NAMES))`` float32 with the offer's own columns (discount, kind, and
+        ``offer_days_live`` / ``offer_days_left`` where the offer has no bound) filled, zeros elsewhere.
+    from_rows, from_ms, to_rows, to_ms
+        Rows with a ``valid_from`` / ``valid_to`` bound and the bound (float64 epoch ms).
+    bounded : list of int
+        Rows with any validity bound (eligibility must compare them with the time).
+    flag_groups : dict
+        ``(requires, implied) -> rows``: the consent flags an offer needs, in the order
+        :func:`models.catalog.ineligibility` checks them.
+    capped : list of (int, int)
+        ``(row, max_impressions_per_day)`` for the capped offers.
+    """
+
+    __slots__ = ("offers", "ids", "categories", "n", "unique", "row_of", "cat_rows", "cat_names", "cat_code",
+                 "template", "from_rows", "from_ms", "to_rows", "to_ms", "bounded", "flag_groups", "capped",
+                 "_by_id")
+
+    def __init__(self, offers: tuple[Offer, ...]) -> None:
+        self.offers = offers
+        self.n = n = len(offers)
+        self.ids = ids = [offer.offer_id for offer in offers]
+        self.categories = categories = [offer.category for offer in offers]
+        self.row_of = {offer_id: i for i, offer_id in enumerate(ids)}
+        self.unique = len(self.row_of) == n
+        groups: dict[str, list[int]] = {}
+        for i, category in enumerate(categories):
+            groups.setdefault(category, []).append(i)
+        self.cat_rows = {c: np.array(rows, dtype=np.intp) for c, rows in groups.items()}
+        self.cat_names = list(groups)
+        code = {c: j for j, c in enumerate(self.cat_names)}
+        self.cat_code = np.array([code[c] for c in categories], dtype=np.intp)
+        static = np.array([_static_row(offer) for offer in offers], dtype=np.float64).reshape(n, 8)
+        X = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float32)
+        X[:, _O:_O + 6] = static[:, :6]
+        # the same expressions as the per-request ones, on the open rows (365 days either way)
+        no_from, no_to = np.isnan(static[:, 6]), np.isnan(static[:, 7])
+        X[no_from, _O + 8] = np.log1p(np.maximum(np.full(int(no_from.sum()), 365.0), 0.0))
+        X[no_to, _O + 9] = np.log1p(np.maximum(np.full(int(no_to.sum()), 365.0), 0.0))
+        self.template = X
+        self.from_rows = np.flatnonzero(~no_from)
+        self.from_ms = static[self.from_rows, 6]
+        self.to_rows = np.flatnonzero(~no_to)
+        self.to_ms = static[self.to_rows, 7]
+        self.bounded = np.flatnonzero(~(no_from & no_to)).tolist()
+        flag_groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
+        capped = []
+        for i, offer in enumerate(offers):
+            implied = IMPLIED_REQUIREMENTS.get(offer.kind, ())
+            if offer.requires or implied:
+                flag_groups.setdefault((offer.requires, implied), []).append(i)
+            if offer.max_impressions_per_day is not None:
+                capped.append((i, offer.max_impressions_per_day))
+        self.flag_groups = flag_groups
+        self.capped = capped
+        self._by_id: OfferSet | None = None
+
+    def by_id(self) -> OfferSet:
+        """The same offers sorted by offer id (a stable sort), as a cached :class:`OfferSet`."""
+        if self._by_id is None:
+            ordered = tuple(sorted(self.offers, key=_OFFER_ID))
+            self._by_id = self if all(map(operator.is_, ordered, self.offers)) else offer_set(ordered)
+        return self._by_id
+
+
+_OFFER_ID = operator.attrgetter("offer_id")
+_SETS: dict[tuple[int, ...], OfferSet] = {}
+_MAX_SETS = 32          # entries; an entry's template is n x 53 float32 (200 offers: ~42 KB)
+_MAX_SET_SIZE = 4096    # larger sets are built per call, not cached (at most ~28 MB cached in all)
+
+
+def offer_set(offers: Sequence[Offer]) -> OfferSet:
+    """The :class:`OfferSet` of these offer objects, from a small LRU cache keyed by identity."""
+    if len(offers) > _MAX_SET_SIZE:
+        return OfferSet(tuple(offers))
+    key = tuple(map(id, offers))
+    hit = _SETS.pop(key, None)
+    if hit is None or not all(map(operator.is_, hit.offers, offers)):  # the is-check cannot fail
+        hit = OfferSet(tuple(offers))                                     # (the entry keeps them alive)
+        while len(_SETS) >= _MAX_SETS:
+            _SETS.pop(next(iter(_SETS)), None)
+    _SETS[key] = hit  # most recently used last
+    return hit
+
+
+def vectorize_set(candidates: OfferSet, profile: Profile | None, context: Context, now_ms: int,
+                  offer_stats: Mapping[str, Sequence[float]] | None = None) -> np.ndarray:
+    """:func:`vectorize` for an :class:`OfferSet` with unique offer ids (and at least one offer).
+
+    Starts from a copy of the set's template and fills only what depends on the request: the
+    customer block, the customer-x-offer block, popularity, the bounded validity columns and context.
+    """
+    X = candidates.template.copy()
     if profile is not None:
-        _fill_pairs(X, profile, offers, categories, now_ms)
-    c = o + _N_OFFER
-    X[:, c:c + 6] = _context_base(context, now_ms)
-    X[:, c + 6] = [float(context.category is not None and cat == context.category) for cat in categories]
-    if context.offer_affinity:
-        X[:, c + 7] = [float(context.offer_affinity.get(offer.offer_id, 0.0)) for offer in offers]
-    X[:, c + 8] = _position(context)
+        X[:, :_N_CUST] = customer_features(profile, now_ms)
+        _fill_pairs(X, profile, candidates, now_ms)
+    if offer_stats:
+        found = list(map(offer_stats.get, candidates.ids))
+        rows = [i for i, v in enumerate(found) if v is not None]
+        if rows:
+            X[rows, _O + 6:_O + 8] = [tuple(found[i]) for i in rows]
+    if len(candidates.from_rows):
+        X[candidates.from_rows, _O + 8] = np.log1p(np.maximum((now_ms - candidates.from_ms) / DAY_MS, 0.0))
+    if len(candidates.to_rows):
+        X[candidates.to_rows, _O + 9] = np.log1p(np.maximum((candidates.to_ms - now_ms) / DAY_MS, 0.0))
+    X[:, _C:_C + 6] = _context_base(context, now_ms)
+    if context.category is not None:
+        rows = candidates.cat_rows.get(context.category)
+        if rows is not None:
+            X[rows, _C + 6] = 1.0
+    affinity = context.offer_affinity
+    if affinity:
+        if len(affinity) <= candidates.n:
+            row_of = candidates.row_of
+            for offer_id, value in affinity.items():
+                i = row_of.get(offer_id)
+                if i is not None:
+                    X[i, _C + 7] = float(value)
+        else:
+            X[:, _C + 7] = [float(affinity.get(offer_id, 0.0)) for offer_id in candidates.ids]
+    if context.position:
+        X[:, _C + 8] = float(context.position)
     return X
 
 
@@ -295,25 +431,35 @@ def _static_row(offer: Offer) -> tuple[float, ...]:
     return row
 
 
-def _fill_pairs(X: np.ndarray, profile: Profile, offers: Sequence[Offer], categories: list[str],
-                now_ms: int) -> None:
+def _fill_pairs(X: np.ndarray, profile: Profile, candidates: OfferSet, now_ms: int) -> None:
     p = _N_CUST
     affinities = _affinities(profile, now_ms)
     cart_cats = profile.cart_categories()
-    pairs = [affinities.get(cat, (0.0, 0.0)) for cat in categories]
-    X[:, p:p + 2] = pairs
-    X[:, p + 2] = [1.0 if cat in cart_cats else 0.0 for cat in categories]
-    X[:, p + 7] = _log(NEVER_HOURS)
+    if affinities or cart_cats:  # per category: (cat_affinity_1d, cat_affinity_30d, cart_has_category)
+        zero = (0.0, 0.0)
+        table = np.array([(*affinities.get(c, zero), 1.0 if c in cart_cats else 0.0) for c in candidates.cat_names],
+                         dtype=np.float64)
+        X[:, p:p + 3] = table[candidates.cat_code]
+    X[:, p + 7] = _LOG_NEVER
     if not profile.offers:
         return
-    rows = {offer.offer_id: i for i, offer in enumerate(offers)}
+    row_of = candidates.row_of
+    log1p = math.log1p
+    hit_rows: list[int] = []
+    values: list[float] = []
     for offer_id, rec in profile.offers.items():
-        i = rows.get(offer_id)
+        i = row_of.get(offer_id)
         if i is None:
             continue
+        imp, click, redeem = rec[0], rec[1], rec[2]
         since_seen = (now_ms - rec[4]) / DAY_MS if rec[4] else NEVER_HOURS
-        X[i, p + 3:p + 8] = (_log(rec[0]), _log(rec[1]), _log(rec[2]),
-                             float(profile.impressions_today(offer_id, now_ms)), _log(since_seen))
+        hit_rows.append(i)
+        # _log inlined: log1p(max(x, 0.0)), and max(x, 0.0) is ``0.0 if 0.0 > x else x``
+        values += (log1p(0.0 if 0.0 > imp else imp), log1p(0.0 if 0.0 > click else click),
+                   log1p(0.0 if 0.0 > redeem else redeem), float(profile.impressions_today(offer_id, now_ms)),
+                   log1p(0.0 if 0.0 > since_seen else since_seen))
+    if hit_rows:
+        X[hit_rows, p + 3:p + 8] = np.array(values, dtype=np.float64).reshape(len(hit_rows), 5)
 
 
 def vectorize_rows(

@@ -208,3 +208,146 @@ def test_vectorize_equals_its_row_by_row_definition() -> None:
                                            vectorize(used, [offer], context, t0, stats),
                                            rtol=1e-6, atol=1e-7)
         stats[f"o{rng.randrange(60)}"] = (rng.random(), rng.random())  # updated in place, as replay does
+
+
+# ---- the per-candidate-set cache (models.features.offer_set) ---------------------------------------
+
+
+def _exact(fast: np.ndarray, offers: list[Any], prof: Profile | None, context: Context, now: int,
+           stats: dict[str, tuple[float, float]] | None = None) -> None:
+    """``vectorize`` equals its row-by-row definition (the same tolerance as the random test above)."""
+    from models.features import vectorize_rows
+
+    slow = vectorize_rows(prof, offers, context, now, stats)
+    assert fast.shape == slow.shape and fast.dtype == slow.dtype
+    np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-7)
+
+
+def test_an_offer_updated_with_the_same_id_is_never_scored_with_its_old_columns() -> None:
+    from models import features
+
+    offers = list(OFFERS)
+    before = vectorize(None, offers, Context(), NOW)
+    assert features.offer_set(offers) is features.offer_set(list(OFFERS))  # cached: same objects
+    updated = parse_offer({"offer_id": "o_bags", "category": "shoes", "kind": "discount", "discount_pct": 70,
+                           "valid_from": NOW - DAY_MS, "valid_to": NOW + DAY_MS})
+    offers[1] = updated
+    after = vectorize(None, offers, Context(category="shoes"), NOW)
+    _exact(after, offers, None, Context(category="shoes"), NOW)
+    assert after[1, F["discount"]] == pytest.approx(0.7) and after[1, F["kind_discount"]] == 1.0
+    assert after[1, F["kind_third_party"]] == 0.0 and after[1, F["ctx_category_match"]] == 1.0
+    assert after[1, F["offer_days_live"]] == pytest.approx(math.log1p(1.0))
+    assert before[1, F["discount"]] == 0.0 and before[1, F["kind_third_party"]] == 1.0
+    # the old objects still give the old rows (nothing was overwritten in place)
+    assert np.array_equal(vectorize(None, list(OFFERS), Context(), NOW), before)
+
+
+def test_a_removed_offer_leaves_the_others_rows_unchanged() -> None:
+    prof = profile()
+    full = vectorize(prof, OFFERS, Context(), NOW)
+    rest = [OFFERS[0], OFFERS[2]]
+    X = vectorize(prof, rest, Context(), NOW)
+    _exact(X, rest, prof, Context(), NOW)
+    assert np.array_equal(X, full[[0, 2]])
+
+
+def test_cached_set_with_and_without_a_profile_and_changing_context() -> None:
+    prof = profile()
+    contexts = [Context(), Context(channel="app", category="toys", position=3),
+                Context(category="shoes", offer_affinity={"o_toys": 2, "o_shoes": 0.25, "other": 9.0}, position=0),
+                Context(channel="store", offer_affinity={"o_bags": 1.5})]
+    for _ in range(2):  # the second round reads every set from the cache
+        for context in contexts:
+            for used in (prof, None, prof):  # consent off -> profile None, then on again
+                X = vectorize(used, OFFERS, context, NOW, {"o_toys": (0.4, 1.0)})
+                _exact(X, OFFERS, used, context, NOW, {"o_toys": (0.4, 1.0)})
+                if used is None:
+                    assert np.all(X[:, CUST] == 0.0) and np.all(X[:, PAIR] == 0.0)
+                assert X[:, F["ctx_position"]].tolist() == [float(context.position or 0)] * 3
+    X = vectorize(None, OFFERS, contexts[2], NOW)
+    assert X[:, F["ctx_offer_affinity"]].tolist() == [0.25, 0.0, 2.0]
+    assert X[:, F["ctx_category_match"]].tolist() == [1.0, 0.0, 0.0]
+    assert vectorize(None, OFFERS, Context(), NOW)[:, F["ctx_offer_affinity"]].tolist() == [0.0] * 3
+
+
+def test_the_returned_matrix_is_a_copy_not_the_cached_template() -> None:
+    X = vectorize(profile(), OFFERS, Context(), NOW)
+    X[:] = 7.0
+    again = vectorize(None, OFFERS, Context(), NOW)
+    _exact(again, OFFERS, None, Context(), NOW)
+
+
+def test_popularity_updated_in_place_is_read_on_every_call() -> None:
+    stats = {"o_shoes": (0.1, 1.0)}
+    assert vectorize(None, OFFERS, Context(), NOW, stats)[0, F["popularity_rate"]] == pytest.approx(0.1)
+    stats["o_shoes"] = (0.9, 2.0)
+    stats["o_toys"] = (0.5, 3.0)
+    X = vectorize(None, OFFERS, Context(), NOW, stats)
+    assert X[:, F["popularity_rate"]].tolist() == pytest.approx([0.9, 0.0, 0.5])
+    _exact(X, OFFERS, None, Context(), NOW, stats)
+
+
+def test_validity_columns_follow_the_decision_time() -> None:
+    for now in (NOW, NOW + DAY_MS, NOW + 10 * DAY_MS, NOW - 5 * DAY_MS):
+        X = vectorize(None, OFFERS, Context(), now)
+        _exact(X, OFFERS, None, Context(), now)
+
+
+def test_an_offer_id_twice_gives_both_rows_their_own_history() -> None:
+    prof = profile()
+    twice = [OFFERS[0], OFFERS[1], OFFERS[0]]
+    X = vectorize(prof, twice, Context(offer_affinity={"o_shoes": 1.0}), NOW)
+    _exact(X, twice, prof, Context(offer_affinity={"o_shoes": 1.0}), NOW)
+    assert np.array_equal(X[0], X[2]) and X[2, F["offer_impressions"]] == pytest.approx(math.log1p(2))
+
+
+def test_the_cache_is_bounded() -> None:
+    from models import features
+
+    for i in range(3 * features._MAX_SETS):
+        offers = [parse_offer({"offer_id": f"b{i}-{j}", "category": "c", "kind": "other"}) for j in range(2)]
+        vectorize(None, offers, Context(), NOW)
+        assert len(features._SETS) <= features._MAX_SETS
+    big = [parse_offer({"offer_id": f"big{j}", "category": "c"}) for j in range(features._MAX_SET_SIZE + 1)]
+    keys = set(features._SETS)
+    assert vectorize(None, big, Context(), NOW).shape == (len(big), len(FEATURE_NAMES))
+    assert set(features._SETS) == keys  # too big to keep
+
+
+def test_cached_path_equals_the_definition_under_catalogue_churn() -> None:
+    import random
+
+    from models.events import parse_event
+
+    rng = random.Random(5)
+    cats = ["shoes", "hats", "bags", "socks"]
+    kinds = ["discount", "bundle", "loyalty", "partner", "sponsored", "other"]
+
+    def offer(i: int, version: int) -> Any:
+        return parse_offer({"offer_id": f"o{i}", "title": f"v{version}", "category": rng.choice(cats),
+                            "kind": rng.choice(kinds), "discount_pct": rng.randint(0, 50),
+                            **({"valid_from": NOW - rng.randint(-DAY_MS, 10 * DAY_MS)} if rng.random() < .3 else {}),
+                            **({"valid_to": NOW + rng.randint(2 * DAY_MS, 10 * DAY_MS)} if rng.random() < .3 else {})})
+
+    catalogue = {f"o{i}": offer(i, 0) for i in range(40)}
+    prof = Profile()
+    for j in range(60):
+        kind = rng.choice(["product_view", "add_to_cart", "offer_impression", "offer_click"])
+        extra = ({"offer_id": f"o{rng.randrange(45)}"} if kind.startswith("offer") else
+                 {"item_id": f"i{j}", "category": rng.choice(cats), "price": 5.0})
+        prof.apply(parse_event({"event_id": f"e{j}", "type": kind, "customer_id": "c",
+                                "ts": NOW - rng.randint(0, 2 * DAY_MS), **extra}))
+    for trial in range(60):
+        for _ in range(rng.randint(0, 3)):  # updates (same id, new object) and removals
+            i = rng.randrange(45)
+            if rng.random() < .3:
+                catalogue.pop(f"o{i}", None)
+            else:
+                catalogue[f"o{i}"] = offer(i, trial)
+        offers = sorted(catalogue.values(), key=lambda o: o.offer_id) if trial % 2 else list(catalogue.values())
+        context = Context(channel=rng.choice(["web", "app", "store"]), category=rng.choice([None, *cats]),
+                          offer_affinity={f"o{rng.randrange(45)}": rng.random()} if trial % 3 else {},
+                          position=rng.choice([None, 0, 2]))
+        now = NOW + rng.randint(-DAY_MS, DAY_MS)
+        for used in (prof, None):
+            _exact(vectorize(used, offers, context, now), offers, used, context, now)
