@@ -21,7 +21,7 @@ from models.catalog import Offer, ineligibility
 from models.consent import ConsentState, ConsentUpdate, parse_update, restrict
 from models.errors import InvalidConsent, InvalidRequest
 from models.exploration import Exploration, choose
-from models.features import FEATURE_NAMES, Context, parse_context, vectorize
+from models.features import FEATURE_NAMES, Context, OfferSet, offer_set, parse_context, vectorize, vectorize_set
 from models.profile import Profile
 from models.scorer import Scorer
 
@@ -105,6 +105,105 @@ def _reasons(x: np.ndarray, offer: Offer, personalized: bool) -> list[str]:
     return out or ["available to you now"]
 
 
+_CANDIDATES: dict[tuple[str, ...], tuple[tuple[Offer | None, ...], OfferSet | None, dict[str, int], bool]] = {}
+_MAX_CANDIDATE_SETS = 32
+
+
+def _candidates(ids: Sequence[str], catalog: Mapping[str, Offer],
+                ) -> tuple[list[Offer | None], OfferSet | None, dict[str, int], bool]:
+    """The catalogue's offers for ``ids`` now, and their :class:`OfferSet` sorted by offer id.
+
+    Returns ``(looked_up, candidates, positions, unknown)``: the offer (or ``None``) for each id,
+    the sorted set of the known ones, ``offer_id -> index among the known ones in request order``,
+    and whether an id is unknown. Cached by the tuple of ids (a few sets, least recently used out);
+    an entry is used only if every id still maps to the very same offer object, so an offer
+    updated, added or removed in the catalogue never meets stale columns.
+    """
+    key = ids if isinstance(ids, tuple) else tuple(ids)
+    looked_up = list(map(catalog.get, key))
+    hit = _CANDIDATES.pop(key, None)
+    if hit is None or not all(map(operator.is_, hit[0], looked_up)):
+        known = [offer for offer in looked_up if offer is not None]
+        in_order = offer_set(known) if known else None
+        hit = (tuple(looked_up), in_order.by_id() if in_order is not None else None,
+               in_order.row_of if in_order is not None else {}, len(known) < len(looked_up))
+        while len(_CANDIDATES) >= _MAX_CANDIDATE_SETS:
+            _CANDIDATES.pop(next(iter(_CANDIDATES)), None)
+    _CANDIDATES[key] = hit  # most recently used last
+    return looked_up, hit[1], hit[2], hit[3]
+
+
+def _eligibility(ids: Sequence[str], looked_up: Sequence[Offer | None], flags: Mapping[str, bool],
+                 consent: ConsentState, used_profile: Profile | None, now_ms: int,
+                 ) -> tuple[list[Offer], list[dict[str, str]]]:
+    """The eligibility rule applied offer by offer: ``(eligible, filtered)`` in request order."""
+    eligible: list[Offer] = []
+    filtered: list[dict[str, str]] = []
+    for offer_id, offer in zip(ids, looked_up, strict=True):
+        if offer is None:
+            filtered.append({"offer_id": offer_id, "reason": "unknown_offer"})
+            continue
+        capped = used_profile is not None and offer.max_impressions_per_day is not None
+        seen_today = used_profile.impressions_today(offer_id, now_ms) if capped else 0  # type: ignore[union-attr]
+        reason = ineligibility(offer, flags, consent.exclude_categories, consent.dismissed, seen_today, now_ms)
+        if reason is None:
+            eligible.append(offer)
+        else:
+            filtered.append({"offer_id": offer_id, "reason": reason})
+    return eligible, filtered
+
+
+def _ineligible_rows(candidates: OfferSet, flags: Mapping[str, bool], consent: ConsentState,
+                     used_profile: Profile | None, now_ms: int) -> dict[str, str]:
+    """``offer_id -> reason`` for the candidates :func:`ineligibility` rejects (ids unique).
+
+    The same rule as :func:`_eligibility`, but only offers some rule can touch are looked at: the
+    ones with a validity bound get the whole rule; a consent group fails once for all its offers;
+    excluded categories, dismissed ids and caps are looked up from their side. Each rule only fills
+    offers without a reason yet, in the rule's own order, so the first failing rule wins as there.
+    """
+    offers, ids = candidates.offers, candidates.ids
+    exclude, dismissed = consent.exclude_categories, consent.dismissed
+    bad: dict[str, str] = {}
+    for i in candidates.bounded:
+        offer = offers[i]
+        capped = used_profile is not None and offer.max_impressions_per_day is not None
+        seen_today = used_profile.impressions_today(offer.offer_id, now_ms) if capped else 0  # type: ignore[union-attr]
+        reason = ineligibility(offer, flags, exclude, dismissed, seen_today, now_ms)
+        if reason is not None:
+            bad[offer.offer_id] = reason
+    for (requires, implied), rows in candidates.flag_groups.items():
+        reason = _consent_reason(requires, implied, flags)
+        if reason is not None:
+            for i in rows:
+                bad.setdefault(ids[i], reason)
+    for category in exclude:
+        rows = candidates.cat_rows.get(category)
+        if rows is not None:
+            for i in rows.tolist():
+                bad.setdefault(ids[i], "excluded_category")
+    row_of = candidates.row_of
+    for offer_id in dismissed:
+        if offer_id in row_of:
+            bad.setdefault(offer_id, "dismissed")
+    if used_profile is not None:
+        for i, cap in candidates.capped:
+            offer_id = ids[i]
+            if offer_id not in bad and used_profile.impressions_today(offer_id, now_ms) >= cap:
+                bad[offer_id] = "daily_cap"
+    return bad
+
+
+def _consent_reason(requires: tuple[str, ...], implied: tuple[str, ...], flags: Mapping[str, bool]) -> str | None:
+    for flag in requires:  # the order of models.catalog.ineligibility
+        if not flags.get(flag, False):
+            return f"consent:{flag}"
+    for flag in implied:
+        if not flags.get(flag, False):
+            return f"consent:{flag}"
+    return None
+
+
 def decide(
     request: ScoreRequest,
     consent: ConsentState,
@@ -128,22 +227,34 @@ def decide(
     personalized = flags["personalize"] and flags["profile"] and profile is not None
     used_profile = profile if personalized else None
     ids: Sequence[str] = request.candidates if request.candidates is not None else sorted(catalog)
-    eligible: list[Offer] = []
-    filtered: list[dict[str, str]] = []
-    for offer_id in ids:
-        offer = catalog.get(offer_id)
-        if offer is None:
-            filtered.append({"offer_id": offer_id, "reason": "unknown_offer"})
-            continue
-        capped = used_profile is not None and offer.max_impressions_per_day is not None
-        seen_today = used_profile.impressions_today(offer_id, now_ms) if capped else 0  # type: ignore[union-attr]
-        reason = ineligibility(offer, flags, consent.exclude_categories, consent.dismissed, seen_today, now_ms)
-        if reason is None:
-            eligible.append(offer)
+    looked_up, candidates, positions, unknown = _candidates(ids, catalog)
+    if candidates is not None and candidates.unique:
+        # one row per known candidate, sorted by offer id: ties in score break by offer id everywhere
+        bad = _ineligible_rows(candidates, flags, consent, used_profile, now_ms)
+        if unknown:  # in request order, unknown ids among them
+            filtered = [{"offer_id": offer_id, "reason": reason}
+                        for offer_id, offer in zip(ids, looked_up, strict=True)
+                        if (reason := "unknown_offer" if offer is None else bad.get(offer_id)) is not None]
         else:
-            filtered.append({"offer_id": offer_id, "reason": reason})
-    eligible.sort(key=_OFFER_ID)  # ties in score break by offer id everywhere
-    X = vectorize(used_profile, eligible, request.context, now_ms, scorer.offer_stats)
+            filtered = [{"offer_id": offer_id, "reason": bad[offer_id]}
+                        for offer_id in sorted(bad, key=positions.__getitem__)]
+        if bad:
+            keep = np.ones(candidates.n, dtype=bool)
+            keep[[candidates.row_of[offer_id] for offer_id in bad]] = False
+            rows = np.flatnonzero(keep)
+            eligible = list(map(candidates.offers.__getitem__, rows.tolist()))
+        else:
+            eligible = list(candidates.offers)
+        if len(eligible) > 1:
+            X = vectorize_set(candidates, used_profile, request.context, now_ms, scorer.offer_stats)
+            if bad:
+                X = X[rows]
+        else:  # what vectorize does for one row (and none)
+            X = vectorize(used_profile, eligible, request.context, now_ms, scorer.offer_stats)
+    else:  # no known candidate, or an offer id twice: offer by offer, in request order
+        eligible, filtered = _eligibility(ids, looked_up, flags, consent, used_profile, now_ms)
+        eligible.sort(key=_OFFER_ID)  # ties in score break by offer id everywhere
+        X = vectorize(used_profile, eligible, request.context, now_ms, scorer.offer_stats)
     scores = scorer.score(X)
     slate = choose(scores.tolist(), request.k, exploration, rng or _RNG)  # exact float32 -> float
     offers = [

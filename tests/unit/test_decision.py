@@ -288,3 +288,138 @@ def test_parse_score_request_rejects_non_object() -> None:
     with pytest.raises(InvalidRequest) as info:
         parse_score_request([CUSTOMER])
     assert info.value.field == ""
+
+
+# ---- the cached candidate sets (models.decision._candidates, models.features.offer_set) -----------
+
+
+def _reference(req: Any, state: ConsentState, prof: Profile | None, cat: Mapping[str, Offer], now: int,
+               stats: Mapping[str, Sequence[float]]) -> tuple[list[dict[str, str]], list[Offer], np.ndarray]:
+    """The rule offer by offer, in request order, and the row-by-row feature definition."""
+    from models.catalog import ineligibility
+    from models.consent import restrict
+    from models.features import vectorize_rows
+
+    flags = restrict(state.flags, req.consent)
+    used = prof if flags["personalize"] and flags["profile"] else None
+    ids = req.candidates if req.candidates is not None else sorted(cat)
+    filtered, eligible = [], []
+    for offer_id in ids:
+        offer = cat.get(offer_id)
+        if offer is None:
+            filtered.append({"offer_id": offer_id, "reason": "unknown_offer"})
+            continue
+        seen = used.impressions_today(offer_id, now) if used is not None and offer.max_impressions_per_day else 0
+        reason = ineligibility(offer, flags, state.exclude_categories, state.dismissed, seen, now)
+        if reason is None:
+            eligible.append(offer)
+        else:
+            filtered.append({"offer_id": offer_id, "reason": reason})
+    eligible.sort(key=lambda o: o.offer_id)
+    return filtered, eligible, vectorize_rows(used, eligible, req.context, now, stats)
+
+
+def test_decisions_equal_the_offer_by_offer_rule_under_catalogue_and_consent_churn() -> None:
+    import random
+
+    rng = random.Random(3)
+    cats = ["shoes", "bags", "toys", "food"]
+    kinds = ["discount", "bundle", "loyalty", "partner", "sponsored", "other"]
+
+    def offer(i: int, version: int) -> Offer:
+        body: dict[str, Any] = {"offer_id": f"o{i:02d}", "title": f"v{version}", "category": rng.choice(cats),
+                                "kind": rng.choice(kinds), "discount_pct": rng.choice([0, 5, 20, 45])}
+        if rng.random() < .25:
+            body["valid_from"] = NOW + rng.randint(-5 * DAY, 2 * DAY)
+        if rng.random() < .25:
+            body["valid_to"] = NOW + rng.randint(3 * DAY, 9 * DAY) if rng.random() < .5 else NOW - DAY
+            body.pop("valid_from", None)
+        if rng.random() < .25:
+            body["requires"] = rng.sample(list(FLAGS), rng.randint(1, 2))
+        if rng.random() < .3:
+            body["max_impressions_per_day"] = rng.randint(1, 2)
+        return parse_offer(body)
+
+    cat = {f"o{i:02d}": offer(i, 0) for i in range(30)}
+    stats = {f"o{i:02d}": (rng.random(), rng.random()) for i in range(0, 35, 2)}
+    prof = Profile()
+    for j in range(120):
+        kind = rng.choice(["page_view", "add_to_cart", "offer_impression", "offer_impression", "offer_click"])
+        extra = ({"offer_id": f"o{rng.randrange(35):02d}"} if kind.startswith("offer") else
+                 {"item_id": f"i{j}", "category": rng.choice(cats), "price": 3.0})
+        prof.apply(parse_event({"event_id": f"e{j}", "type": kind, "customer_id": CUSTOMER,
+                                "ts": NOW - rng.randint(0, 9 * 3_600_000), **extra}))
+    fixed = [f"o{i:02d}" for i in range(0, 35, 3)] + ["nope"]
+    checked = set()
+    for trial in range(150):
+        for _ in range(rng.randint(0, 2)):  # the catalogue changes under the cached sets
+            i = rng.randrange(35)
+            if rng.random() < .3:
+                cat.pop(f"o{i:02d}", None)
+            else:
+                cat[f"o{i:02d}"] = offer(i, trial)
+        state = consent({flag: rng.random() < .7 for flag in FLAGS})
+        state.exclude_categories[:] = rng.sample(cats, rng.randint(0, 1))
+        for _ in range(rng.randint(0, 3)):
+            state.add_dismissed(f"o{rng.randrange(35):02d}")
+        body: dict[str, Any] = {"k": rng.randint(1, 6),
+                                "context": {"category": rng.choice(cats), "position": rng.randint(0, 2),
+                                            "offer_affinity": {f"o{rng.randrange(35):02d}": 1.5}}}
+        body["candidates"] = rng.choice([None, fixed, list(reversed(fixed)), [f"o{i:02d}" for i in range(20)]])
+        if rng.random() < .3:
+            body["consent"] = {"flags": {"personalize": False}}
+        req = request(**body)
+        used = prof if rng.random() < .9 else None
+        scorer = FakeScorer(stats)
+        response, _audit = decide(req, state, used, cat, scorer, NOW, "d", KEY)
+        filtered, eligible, X = _reference(req, state, used, cat, NOW, stats)
+        assert response["filtered"] == filtered
+        (seen,) = scorer.seen
+        assert seen.shape == X.shape
+        np.testing.assert_allclose(seen, X, rtol=1e-6, atol=1e-7)
+        scores = scorer.score(X)
+        expected = sorted(range(len(eligible)), key=lambda i: -scores[i])[: req.k]
+        assert [o["offer_id"] for o in response["offers"]] == [eligible[i].offer_id for i in expected]
+        checked.update(f["reason"].split(":")[0] for f in filtered)
+    assert checked >= {"unknown_offer", "expired", "not_yet_valid", "consent", "excluded_category", "dismissed",
+                       "daily_cap"}
+
+
+def test_the_same_candidates_after_an_offer_update_use_the_new_offer() -> None:
+    cat = dict(CATALOG)
+    req = request(candidates=sorted(cat), k=10)
+    first, _audit, _ = run(req, ConsentState.unknown(), None, cat=cat)
+    assert first["offers"][0]["offer_id"] == "b_bags"
+    cat["b_bags"] = parse_offer({"offer_id": "b_bags", "category": "bags", "kind": "discount",
+                                 "discount_pct": 30, "valid_to": NOW - 1})
+    cat["a_shoes"] = parse_offer({"offer_id": "a_shoes", "category": "shoes", "kind": "discount", "discount_pct": 60})
+    del cat["f_capped"]
+    second, _audit, scorer = run(req, ConsentState.unknown(), None, cat=cat)
+    filtered = {f["offer_id"]: f["reason"] for f in second["filtered"]}
+    assert filtered["b_bags"] == "expired" and filtered["f_capped"] == "unknown_offer"
+    assert [o["offer_id"] for o in second["offers"]] == ["a_shoes"]
+    assert second["offers"][0]["score"] == pytest.approx(0.6)
+    assert scorer.seen[0][:, F["discount"]].tolist() == pytest.approx([0.6])
+
+
+def test_consent_is_read_on_every_decision_with_the_same_candidates() -> None:
+    req = request(k=10)
+    on = consent({"profile": True, "personalize": True})
+    first, _audit, _ = run(req, on, shoe_lover())
+    assert first["personalized"] is True
+    off = consent({"profile": True, "personalize": False})
+    second, audit, scorer = run(req, off, shoe_lover())
+    assert second["personalized"] is False and audit["mode"] == "contextual"
+    assert np.all(scorer.seen[0][:, :N_CUST] == 0.0)
+    assert "f_capped" not in {f["offer_id"] for f in second["filtered"]}  # the cap needs the profile
+    on.add_dismissed("a_shoes")
+    third, _audit, _ = run(req, on, shoe_lover())
+    assert {"offer_id": "a_shoes", "reason": "dismissed"} in third["filtered"]
+
+
+def test_the_candidate_cache_is_bounded() -> None:
+    from models import decision
+
+    for i in range(3 * decision._MAX_CANDIDATE_SETS):
+        run(request(candidates=["a_shoes", "b_bags", f"x{i}"]), ConsentState.unknown(), None)
+        assert len(decision._CANDIDATES) <= decision._MAX_CANDIDATE_SETS
