@@ -124,9 +124,9 @@ def _candidates(ids: Sequence[str], catalog: Mapping[str, Offer],
     hit = _CANDIDATES.pop(key, None)
     if hit is None or not all(map(operator.is_, hit[0], looked_up)):
         known = [offer for offer in looked_up if offer is not None]
-        in_order = offer_set(known) if known else None
-        hit = (tuple(looked_up), in_order.by_id() if in_order is not None else None,
-               in_order.row_of if in_order is not None else {}, len(known) < len(looked_up))
+        by_id = offer_set(sorted(known, key=_OFFER_ID)) if known else None  # the same set in any order
+        hit = (tuple(looked_up), by_id, {offer.offer_id: i for i, offer in enumerate(known)},
+               len(known) < len(looked_up))
         while len(_CANDIDATES) >= _MAX_CANDIDATE_SETS:
             _CANDIDATES.pop(next(iter(_CANDIDATES)), None)
     _CANDIDATES[key] = hit  # most recently used last
@@ -180,7 +180,7 @@ def _ineligible_rows(candidates: OfferSet, flags: Mapping[str, bool], consent: C
     for category in exclude:
         rows = candidates.cat_rows.get(category)
         if rows is not None:
-            for i in rows.tolist():
+            for i in rows:
                 bad.setdefault(ids[i], "excluded_category")
     row_of = candidates.row_of
     for offer_id in dismissed:

@@ -283,7 +283,7 @@ class OfferSet:
     row_of : dict
         ``offer_id -> row``.
     cat_rows : dict
-        ``category -> int array of rows``.
+        ``category -> list of rows``.
     template : ndarray
         ``(n, len(FEATURE_NAMES))`` float32 with the offer's own columns (discount, kind, and
         ``offer_days_live`` / ``offer_days_left`` where the offer has no bound) filled, zeros elsewhere.
@@ -299,8 +299,7 @@ class OfferSet:
     """
 
     __slots__ = ("offers", "ids", "categories", "n", "unique", "row_of", "cat_rows", "cat_names", "cat_code",
-                 "template", "from_rows", "from_ms", "to_rows", "to_ms", "bounded", "flag_groups", "capped",
-                 "_by_id")
+                 "template", "from_rows", "from_ms", "to_rows", "to_ms", "bounded", "flag_groups", "capped")
 
     def __init__(self, offers: tuple[Offer, ...]) -> None:
         self.offers = offers
@@ -312,7 +311,7 @@ class OfferSet:
         groups: dict[str, list[int]] = {}
         for i, category in enumerate(categories):
             groups.setdefault(category, []).append(i)
-        self.cat_rows = {c: np.array(rows, dtype=np.intp) for c, rows in groups.items()}
+        self.cat_rows = groups
         self.cat_names = list(groups)
         code = {c: j for j, c in enumerate(self.cat_names)}
         self.cat_code = np.array([code[c] for c in categories], dtype=np.intp)
@@ -339,17 +338,8 @@ class OfferSet:
                 capped.append((i, offer.max_impressions_per_day))
         self.flag_groups = flag_groups
         self.capped = capped
-        self._by_id: OfferSet | None = None
-
-    def by_id(self) -> OfferSet:
-        """The same offers sorted by offer id (a stable sort), as a cached :class:`OfferSet`."""
-        if self._by_id is None:
-            ordered = tuple(sorted(self.offers, key=_OFFER_ID))
-            self._by_id = self if all(map(operator.is_, ordered, self.offers)) else offer_set(ordered)
-        return self._by_id
 
 
-_OFFER_ID = operator.attrgetter("offer_id")
 _SETS: dict[tuple[int, ...], OfferSet] = {}
 _MAX_SETS = 32          # entries; an entry's template is n x 53 float32 (200 offers: ~42 KB)
 _MAX_SET_SIZE = 4096    # larger sets are built per call, not cached (at most ~28 MB cached in all)
