@@ -11,7 +11,7 @@ Variants, each on its own fresh broker and worker:
 - ``naive``: ``OFFERSTREAM_WRITE_BEHIND=0``, the baseline: one table write (changelog message)
   per event, faust's automatic acks; envelopes of 500 events, so only the state path differs.
 - ``write_behind_envelopes``: the optimized path: envelopes of 500 events per message, live
-  profiles, dirty customers flushed every 0.5 s, acks after the durable flush.
+  profiles, dirty customers flushed every ``FLUSH_INTERVAL_S`` (1 s), acks after the durable flush.
 - ``write_behind_single`` (full run only): the same worker fed one event per message, as an
   outside Kafka producer sends them (faust's per-message cost dominates).
 """
@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from benchmarks.common import cli, envelopes, synthetic_events, target, worker_group
+from stream.ingest_state import FLUSH_INTERVAL_S
 
 __all__ = ["run", "main", "measure_ingest"]
 
@@ -134,7 +135,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     return {
         "name": "ingest",
         "settings": {"quick": quick, "partitions": PARTITIONS, "workers": 1, "customers": customers,
-                     "flush_interval_s": 0.5, "envelope_events": 500, "event_mix": "synthetic shop mix"},
+                     "flush_interval_s": FLUSH_INTERVAL_S, "envelope_events": 500, "event_mix": "synthetic shop mix"},
         "results": results,
         "targets": [target("ingest events/s per worker (durable)", fast["events_per_s"], TARGET_EVENTS_S,
                            "events/s", at_most=False)],

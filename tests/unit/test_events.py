@@ -305,3 +305,38 @@ def test_parse_payload_returns_list_or_raises_invalid_event(body: bytes) -> None
         return
     assert isinstance(out, list)
     assert all(isinstance(x, Event | InvalidEvent) for x in out)
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("c1", True), (" c1", True), ("c1 ", True), ("x" * 256, True), ("x" * 257, False), ("", False),
+    ("   ", False), ("\t\n", False), (5, False), (True, False), (["c1"], False),
+])
+def test_id_fast_path_agrees_with_the_rule(value: Any, ok: bool) -> None:
+    obj = {**BASE, "type": "page_view", "customer_id": value}
+    if ok:
+        assert parse_event(obj).customer_id == value
+    else:
+        assert field_of(obj) == "customer_id"
+
+
+@pytest.mark.parametrize("ts, ok", [
+    (631_152_000_000, True), (4_102_444_799_999, True), (631_151_999_999, False),
+    (4_102_444_800_000, False), (True, False), (TS + 0.5, True),
+])
+def test_ts_fast_path_agrees_with_the_range(ts: Any, ok: bool) -> None:
+    obj = {**BASE, "type": "page_view", "ts": ts}
+    if ok:
+        assert parse_event(obj).ts == int(ts)
+    else:
+        assert field_of(obj) == "ts"
+
+
+def test_depth_limit_holds_in_lists_and_objects() -> None:
+    deep: Any = "x"
+    for i in range(40):
+        deep = [deep] if i % 2 else {"k": deep}
+    assert field_of({**BASE, "type": "page_view", "extra": deep}) == ""
+    shallow: Any = "x"
+    for i in range(30):
+        shallow = [shallow] if i % 2 else {"k": shallow}
+    assert parse_event({**BASE, "type": "page_view", "extra": shallow}).event_id == "e1"
