@@ -204,6 +204,18 @@ def _consent_reason(requires: tuple[str, ...], implied: tuple[str, ...], flags: 
     return None
 
 
+def _greedy(scores: np.ndarray, k: int) -> list[tuple[int, float]] | None:
+    """:func:`models.exploration.choose` for the greedy policy, in numpy: the same slate.
+
+    A stable sort of the negated scores puts equal scores in index order, as ``heapq.nlargest``
+    (``sorted(..., reverse=True)[:k]``) does. ``None`` (use ``choose``) if a score is not finite,
+    where the two orders need not agree.
+    """
+    if not np.isfinite(scores).all():
+        return None
+    return [(i, 1.0) for i in np.argsort(-scores, kind="stable")[:k].tolist()]
+
+
 def decide(
     request: ScoreRequest,
     consent: ConsentState,
@@ -256,7 +268,9 @@ def decide(
         eligible.sort(key=_OFFER_ID)  # ties in score break by offer id everywhere
         X = vectorize(used_profile, eligible, request.context, now_ms, scorer.offer_stats)
     scores = scorer.score(X)
-    slate = choose(scores.tolist(), request.k, exploration, rng or _RNG)  # exact float32 -> float
+    slate = _greedy(scores, request.k) if exploration.mode == "greedy" else None
+    if slate is None:
+        slate = choose(scores.tolist(), request.k, exploration, rng or _RNG)  # exact float32 -> float
     offers = [
         {"offer_id": eligible[i].offer_id, "score": round(float(scores[i]), 6), "rank": rank,
          "reasons": _reasons(X[i], eligible[i], personalized), "propensity": round(propensity, 6)}

@@ -423,3 +423,23 @@ def test_the_candidate_cache_is_bounded() -> None:
     for i in range(3 * decision._MAX_CANDIDATE_SETS):
         run(request(candidates=["a_shoes", "b_bags", f"x{i}"]), ConsentState.unknown(), None)
         assert len(decision._CANDIDATES) <= decision._MAX_CANDIDATE_SETS
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0.0, -0.0, 0.1, 0.25, 0.5, 0.5000001, 1.0, 1e-30]), max_size=60),
+       st.integers(1, 70))
+def test_greedy_slate_is_the_same_as_choose(values: list[float], k: int) -> None:
+    """The numpy greedy slate in decide() equals models.exploration.choose, ties included."""
+    import random
+
+    from models.decision import _greedy
+    from models.exploration import Exploration, choose
+
+    scores = np.array(values, dtype=np.float32)
+    assert _greedy(scores, k) == choose(scores.tolist(), k, Exploration(), random.Random(0))
+
+
+def test_greedy_slate_leaves_non_finite_scores_to_choose() -> None:
+    from models.decision import _greedy
+
+    assert _greedy(np.array([0.1, np.nan], dtype=np.float32), 1) is None
