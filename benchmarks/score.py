@@ -67,8 +67,12 @@ class _PerOfferAffinity:
         return p.category_affinity(category, 0, self.now_ms), p.category_affinity(category, 1, self.now_ms)
 
 
-def in_process(n: int) -> dict[str, Any]:
-    """Naive (decode per request) vs live objects, same decide(); ms per call."""
+def in_process(n: int, served: Any = None, customers: int = 50) -> dict[str, Any]:
+    """Naive (decode per request) vs live objects, same decide(); ms per call.
+
+    Both use the fallback scorer and one profile. With ``served`` (the worker's scorer), also
+    ``served``: decide() with that model over the benchmark's customers, see :func:`_served`.
+    """
     from models.catalog import parse_offer
     from models.consent import ConsentState, apply_update, parse_update
     from models.decision import decide, parse_score_request
@@ -110,7 +114,41 @@ def in_process(n: int) -> dict[str, Any]:
             features._affinities = original
         out[name] = summarize(times)
     out["ratio_p50"] = round(out["naive"]["p50"] / out["optimized"]["p50"], 2)
+    if served is not None:
+        out["served"] = _served(n, served, customers)
     return out
+
+
+def _served(n: int, scorer: Any, customers: int) -> dict[str, Any]:
+    """``decide()`` as the worker runs it in this benchmark: the served model, every seeded customer's
+    profile (built from the same events as :func:`_seed`), the same request bodies; ms per call,
+    and its thread CPU per call, comparable with the worker's ``worker_decide_ms``."""
+    from models.catalog import parse_offer
+    from models.consent import ConsentState, apply_update, parse_update
+    from models.decision import decide, parse_score_request
+    from models.events import parse_event
+    from models.profile import Profile
+
+    catalog = {o["offer_id"]: parse_offer(o, o["offer_id"]) for o in offers()}
+    consent = apply_update(ConsentState.unknown(), parse_update({"flags": {"profile": True, "personalize": True}}),
+                           1).state
+    profiles: dict[str, Profile] = {}
+    for e in synthetic_events(customers * 20, customers, start_ms=int(time.time() * 1000) - 3_600_000):
+        event = parse_event(e)
+        profiles.setdefault(event.customer_id, Profile()).apply(event)
+    ids = [o["offer_id"] for o in offers()]
+    requests = [parse_score_request(orjson.loads(orjson.dumps({"customer_id": f"c{i}", "k": 5, "candidates": ids})))
+                for i in range(customers)]
+    times = []
+    cpu = time.thread_time()
+    for i in range(n):
+        request = requests[i % customers]
+        t = time.perf_counter()
+        decide(request, consent, profiles.get(request.customer_id), catalog, scorer, int(time.time() * 1000),
+               uuid.uuid4().hex, b"k")
+        times.append((time.perf_counter() - t) * 1000)
+    return {**summarize(times), "cpu_ms_per_call": round(1000 * (time.thread_time() - cpu) / n, 3),
+            "model": scorer.version}
 
 
 def _seed(worker: Any, customers: int) -> None:
@@ -132,14 +170,34 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _measured(pids: dict[str, int], requests_of: Any, fn: Any) -> tuple[Any, dict[str, float]]:
-    """Run ``fn()``; return its result and the CPU ms per request of each process in ``pids``."""
+def _score_cpu(worker: Any) -> dict[str, float]:
+    """The worker's ``score_cpu_seconds_total`` by part (handler, decide) from ``/metrics``."""
+    _, text = worker.client.request("GET", "/metrics")
+    out = {}
+    for line in str(text).splitlines():
+        if line.startswith("offerstream_score_cpu_seconds_total{"):
+            part = line.split('part="', 1)[1].split('"', 1)[0]
+            out[part] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _measured(pids: dict[str, int], requests_of: Any, fn: Any, worker: Any = None) -> tuple[Any, dict[str, float]]:
+    """Run ``fn()``; return its result and the CPU ms per request of each process in ``pids``.
+
+    With ``worker``, also the worker's own split of its CPU per request: ``decide()`` and the
+    score view's handler (thread CPU, from ``/metrics``).
+    """
+    parts = _score_cpu(worker) if worker is not None else {}
     before = {name: _cpu_s(pid) for name, pid in pids.items()}
     own = time.process_time()
     result = fn()
     n = max(1, requests_of(result))
     cpu = {f"{name}_ms": round(1000 * (_cpu_s(pid) - before[name]) / n, 3) for name, pid in pids.items()}
     cpu["load_generator_ms"] = round(1000 * (time.process_time() - own) / n, 3)
+    if worker is not None:
+        after = _score_cpu(worker)
+        for part in sorted(after):
+            cpu[f"worker_{part}_ms"] = round(1000 * (after[part] - parts.get(part, 0.0)) / n, 3)
     return result, cpu
 
 
@@ -161,13 +219,15 @@ def run(quick: bool = False) -> dict[str, Any]:
             pids = {"worker": worker.proc.pid, **({"broker": p} if (p := _broker_pid()) else {})}
             load_before = os.getloadavg()
             loaded, loaded_cpu = _measured(pids, lambda r: r["sent"],
-                                           lambda: asyncio.run(open_loop(url, body_for, rate, duration)))
+                                           lambda: asyncio.run(open_loop(url, body_for, rate, duration)), worker)
             saturated, saturated_cpu = _measured(
-                pids, lambda r: r["requests"], lambda: asyncio.run(saturate(url, body_for, 2.0 if quick else 8.0)))
+                pids, lambda r: r["requests"], lambda: asyncio.run(saturate(url, body_for, 2.0 if quick else 8.0)),
+                worker)
             load_after = os.getloadavg()
             model = worker.client.json("GET", "/health")["model_version"]
+            served = _served_scorer(registry)
     lat = summarize(loaded["latencies_ms"])
-    proc = in_process(200 if quick else 2000)
+    proc = in_process(200 if quick else 2000, served, customers)
     results = {
         "open_loop": {"rate": rate, "duration_s": duration, "latency_ms": lat,
                       "client_send_lag_ms": summarize(loaded["send_lag_ms"]), "errors": loaded["errors"],
@@ -192,6 +252,15 @@ def run(quick: bool = False) -> dict[str, Any]:
                    at_most=False),
         ],
     }
+
+
+def _served_scorer(registry: Path | None) -> Any:
+    """The scorer the worker serves: the registry's current model, else the fallback."""
+    from models.registry import ModelRegistry
+    from models.scorer import FallbackScorer
+
+    scorer = ModelRegistry(registry).load_current() if registry is not None else None
+    return scorer if scorer is not None else FallbackScorer()
 
 
 def _broker_pid() -> int | None:

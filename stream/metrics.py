@@ -25,11 +25,20 @@ class Metrics:
         """Add to a counter (names follow Prometheus rules, labels inline: ``x{mode="a"}``)."""
         self.counters[name] += by
 
-    def observe_score(self, seconds: float) -> None:
-        """Record one score request's latency."""
+    def observe_score(self, seconds: float, cpu_s: float | None = None, decide_cpu_s: float | None = None) -> None:
+        """Record one score request's latency and, if given, the CPU its handler and ``decide`` used.
+
+        The CPU totals (``score_cpu_seconds_total{part="handler"|"decide"}``) are thread CPU time,
+        so a benchmark can split a worker's CPU per request from ``/proc`` into the decision, the
+        rest of the view, and everything outside the view (HTTP server, event loop, Kafka).
+        """
         self._buckets[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
         self._sum += seconds
         self._count += 1
+        if cpu_s is not None:
+            self.counters['score_cpu_seconds_total{part="handler"}'] += cpu_s
+        if decide_cpu_s is not None:
+            self.counters['score_cpu_seconds_total{part="decide"}'] += decide_cpu_s
 
     def render(self) -> str:
         """The Prometheus exposition text."""
