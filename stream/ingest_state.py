@@ -41,6 +41,9 @@ OFFSET_FIELD = "_o"  # offset of the last events-topic message applied to a stor
 # a quarter of the worker's samples in py-spy).
 FLUSH_INTERVAL_S = 1.0
 FLUSH_CHUNK = 128  # profiles written per turn of the event loop (keeps score/ingest latency low)
+# With record batches (no faust send per profile) a chunk is encoding and a RocksDB put only,
+# ~0.1 ms per profile on the shared box: 32 keeps each turn of the loop near 3 ms.
+STAGE_CHUNK = 32
 MAX_CACHED = 200_000  # clean cached customers beyond this are dropped after a flush
 
 
@@ -54,12 +57,17 @@ class LiveState:
     """
 
     def __init__(self, topology: Any, producer_flush: Any = None, archive_sync: Any = None, *,
-                 partition_of: Any = None, write_behind: bool = True) -> None:
+                 partition_of: Any = None, write_behind: bool = True,
+                 kafka_producer: Any = None) -> None:
         self.topology = topology
         self._partition_of = partition_of  # customer id -> its partition (Runtime.events_partition)
         self.write_behind = write_behind  # False: the naive baseline, every call goes to the tables
         self._producer_flush = producer_flush
         self._archive_sync = archive_sync  # fsyncs the event archive (awaitable)
+        # () -> the aiokafka producer: the flush then writes each chunk's changelog records as whole
+        # record batches (Topology.stage_profiles) instead of one faust send per profile.
+        self._kafka_producer = kafka_producer
+        self._erased_in_flush: set[str] = set()  # erased while the flush in progress runs
         self._profiles: dict[str, Profile | None] = {}
         self._offsets: dict[str, int] = {}
         self._consent: dict[str, ConsentState] = {}
@@ -132,6 +140,10 @@ class LiveState:
         """Drop the profile from memory and the table; True if one existed in either."""
         live = self._profiles.pop(customer_id, None) is not None
         self._dirty.discard(customer_id)
+        if customer_id in self._flushing:
+            # its record may be staged in a batch not yet handed to the producer, i.e. behind
+            # the tombstone below in the changelog: the flush sends another tombstone after it
+            self._erased_in_flush.add(customer_id)
         return self.topology.erase_profile(customer_id) or live
 
     # ---- agent and view hooks --------------------------------------------------------------
@@ -188,13 +200,35 @@ class LiveState:
                 self._flushing = dirty
             try:
                 order = list(dirty)
-                for start in range(0, len(order), FLUSH_CHUNK):
+                producer = self._kafka_producer() if self._kafka_producer is not None else None
+                sent: list[tuple[int, int, Any]] = []
+                batches: dict[int, Any] = {}  # partition -> changelog record batch being filled
+                chunk = FLUSH_CHUNK if producer is None else STAGE_CHUNK
+                for start in range(0, len(order), chunk):
                     if start:
                         await asyncio.sleep(0)
+                    if producer is None:
+                        async with self.lock:
+                            self._write_chunk(order[start:start + chunk])
+                        continue
                     async with self.lock:
-                        self._write_chunk(order[start:start + FLUSH_CHUNK])
+                        full = self._stage_chunk(producer, order[start:start + chunk], batches)
+                    if full:
+                        sent += await self.topology.send_profile_batches(producer, full)
+                if batches:
+                    sent += await self.topology.send_profile_batches(
+                        producer, self.topology.close_batches(batches))
+                if self._erased_in_flush:
+                    self._retombstone()
+                if sent:
+                    results = await asyncio.gather(*(future for _, _, future in sent))
+                    last: dict[int, int] = {}
+                    for (partition, count, _), metadata in zip(sent, results):
+                        last[partition] = max(last.get(partition, -1), metadata.offset + count - 1)
+                    for partition, offset in last.items():
+                        self.topology.profiles_persisted(partition, offset)
                 if dirty and self._producer_flush is not None:
-                    await self._producer_flush()
+                    await self._producer_flush()  # consent writes and tombstones (faust's buffer)
                 if pending and self._archive_sync is not None:
                     await self._archive_sync()  # the archived lines of these messages are on disk
             except BaseException:
@@ -203,6 +237,7 @@ class LiveState:
                 raise
             finally:
                 self._flushing = set()
+                self._erased_in_flush = set()
             for event in pending:
                 event.ack()
             if len(self._profiles) > MAX_CACHED:
@@ -222,3 +257,28 @@ class LiveState:
             state = profile.to_state()
             state[OFFSET_FIELD] = offsets.get(customer_id, -1)
             write(customer_id, partition_of(customer_id), dumps(state))
+
+    def _stage_chunk(self, producer: Any, customer_ids: list[str], batches: dict[int, Any]) -> list[tuple[int, Any]]:
+        """Encode a chunk, store it locally and add it to the changelog batches; the full ones."""
+        partition_of, profiles, offsets, dumps = self._partition_of, self._profiles, self._offsets, orjson.dumps
+        items = []
+        for customer_id in customer_ids:
+            profile = profiles.get(customer_id)
+            if profile is None:
+                continue  # erased since it was changed
+            state = profile.to_state()
+            state[OFFSET_FIELD] = offsets.get(customer_id, -1)
+            items.append((customer_id, partition_of(customer_id), dumps(state)))
+        return self.topology.stage_profiles(producer, items, batches) if items else []
+
+    def _retombstone(self) -> None:
+        """Send one more tombstone for customers erased while their record was being staged.
+
+        Their staged record can reach the producer after the erasure's tombstone; this one goes
+        through faust's buffer now, behind every batch already handed over, so the changelog
+        ends with the erasure. Not for a customer written again since (then dirty, stored anew).
+        """
+        for customer_id in self._erased_in_flush:
+            if customer_id not in self._profiles:
+                self.topology.profiles.send_changelog(
+                    self._partition_of(customer_id), customer_id.encode(), None, value_serializer="raw")

@@ -74,7 +74,8 @@ class Runtime:
         self.processed: dict[int, int] = {}  # events partition -> next offset to process
         # Write-behind profiles of the ingest agent; every read and erase goes through it.
         self.live = LiveState(self.topology, lambda: self.app.producer.flush(), self.sync_archive,
-                              partition_of=self.events_partition)
+                              partition_of=self.events_partition,
+                              kafka_producer=lambda: self.app.producer._ensure_producer())
         # faust holds back *every* incoming message while its producer buffer has more than
         # ``max_messages`` (100) entries, until 100 of them are sent one per loop turn; a flush of
         # ~1,000 changelog messages therefore stalled ingestion for up to ~0.4 s (the freshness
