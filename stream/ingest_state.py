@@ -247,19 +247,8 @@ class LiveState:
         self.profiles_written += len(dirty)
         return len(dirty)
 
-    def _write_chunk(self, customer_ids: list[str]) -> None:
-        write, partition_of = self.topology.write_profile_bytes, self._partition_of
-        profiles, offsets, dumps = self._profiles, self._offsets, orjson.dumps
-        for customer_id in customer_ids:
-            profile = profiles.get(customer_id)
-            if profile is None:
-                continue  # erased since it was changed
-            state = profile.to_state()
-            state[OFFSET_FIELD] = offsets.get(customer_id, -1)
-            write(customer_id, partition_of(customer_id), dumps(state))
-
-    def _stage_chunk(self, producer: Any, customer_ids: list[str], batches: dict[int, Any]) -> list[tuple[int, Any]]:
-        """Encode a chunk, store it locally and add it to the changelog batches; the full ones."""
+    def _encode(self, customer_ids: list[str]) -> list[tuple[str, int, bytes]]:
+        """``(customer_id, partition, stored bytes)`` for each customer still live (not erased)."""
         partition_of, profiles, offsets, dumps = self._partition_of, self._profiles, self._offsets, orjson.dumps
         items = []
         for customer_id in customer_ids:
@@ -269,6 +258,16 @@ class LiveState:
             state = profile.to_state()
             state[OFFSET_FIELD] = offsets.get(customer_id, -1)
             items.append((customer_id, partition_of(customer_id), dumps(state)))
+        return items
+
+    def _write_chunk(self, customer_ids: list[str]) -> None:
+        write = self.topology.write_profile_bytes
+        for customer_id, partition, value in self._encode(customer_ids):
+            write(customer_id, partition, value)
+
+    def _stage_chunk(self, producer: Any, customer_ids: list[str], batches: dict[int, Any]) -> list[tuple[int, Any]]:
+        """Encode a chunk, store it locally and add it to the changelog batches; the full ones."""
+        items = self._encode(customer_ids)
         return self.topology.stage_profiles(producer, items, batches) if items else []
 
     def _retombstone(self) -> None:
