@@ -3,7 +3,8 @@
 A bundle directory holds::
 
     manifest.json   {"model_version", "feature_schema_version", "feature_names", "kind",
-                     "created_at", "data_range", "metrics", "offer_stats", "sha256"}
+                     "created_at", "data_range", "metrics", "offer_stats", "sha256",
+                     "latency"?}  (latency: the ONNX call's CPU for 200 rows at export)
     model.onnx      a binary classifier whose input is the :func:`models.features.vectorize`
                     matrix and whose output includes a (n, 2) probability tensor
 

@@ -9,9 +9,10 @@ Steps (progress lines go to stderr):
 1. read ``--events`` files + ``--offers`` (or ``--dataset``), keep events before ``--until``;
 2. point-in-time replay (:func:`training.replay.replay`);
 3. time split: the latest 20 % of impression rows are the test part (OBD: the latest half, see
-   :data:`training.datasets.OBD_TEST_FRACTION`); the GBM's parameters are
-   chosen from :data:`training.fit.GBM_GRID` on the last 20 % (by time) of the training part, then refitted on
-   the whole training part;
+   :data:`training.datasets.OBD_TEST_FRACTION`); the GBM's parameters are chosen from
+   :data:`training.fit.GBM_GRID` and its tree counts on the last 20 % (by time) of the training
+   part by :data:`training.fit.SELECTION_RULE` (the cheapest to score within one standard error of
+   the best validation AUC), then refitted on the whole training part;
 4. the logistic baseline (:func:`training.fit.fit_logistic`) and the popularity baseline (each
    offer's smoothed response rate in the training part, see :func:`fit_popularity`);
 5. metrics, paired bootstrap intervals of the AUC differences, and plots (:mod:`training.report`),
@@ -185,15 +186,22 @@ def _fit_all(result: ReplayResult, train: np.ndarray, offers: dict[str, Offer],
              progress: Any) -> dict[str, Any]:
     X, y, ts = result.X[train], result.y[train], result.ts[train]
     start = time.perf_counter()
-    params, val_scores = choose_gbm_params(X, y, ts)
-    progress(f"GBM parameters: validation AUCs {[round(s, 4) for s in val_scores]} -> {params}")
+    params, selection = choose_gbm_params(X, y, ts)
+    val_scores = [entry["best_auc"] for entry in selection.get("grid", [])]
+    if selection:
+        chosen = selection["chosen"]
+        progress(f"GBM parameters: best validation AUC per grid entry {[round(s, 4) for s in val_scores]}; "
+                 f"bars: AUC {selection['auc_bar']:.4f}, log loss {selection['log_loss_bar']:.4f} (1 SE); chosen entry {chosen['grid_entry']} cut at "
+                 f"{chosen['trees']} trees, AUC {chosen['auc']:.4f}, log loss {chosen['log_loss']:.4f} -> {params}")
+    else:
+        progress(f"GBM parameters: no validation split possible -> defaults {params}")
     gbm = fit_gbm_with(params, X, y)
     logistic = fit_logistic(X, y)
     meta = [result.meta[i] for i in np.flatnonzero(train)]
     progress(f"fit GBM + logistic + popularity on {int(train.sum())} rows "
              f"({time.perf_counter() - start:.1f} s)")
     return {"gbm": gbm, "logistic": logistic, "params": params, "validation_auc": val_scores,
-            "popularity": fit_popularity(meta, y, offers)}
+            "selection": selection, "popularity": fit_popularity(meta, y, offers)}
 
 
 def fit_gbm_with(params: dict[str, Any], X: np.ndarray, y: np.ndarray) -> Any:
@@ -216,7 +224,8 @@ def _evaluate(result: ReplayResult, data: TrainingData, fitted: dict[str, Any], 
         "popularity": _popularity_scores(fitted["popularity"], meta, data.offers),
     }
     model = report.score_metrics(y, scores["GBM"], groups, k)
-    model.update(kind="gbm", params=fitted["params"], validation_auc=fitted["validation_auc"])
+    model.update(kind="gbm", params=fitted["params"], validation_auc=fitted["validation_auc"],
+                 selection=fitted["selection"])
     popularity = report.score_metrics(y, scores["popularity"], groups, k)
     popularity["definition"] = POPULARITY_DEFINITION
     uncertainty = report.bootstrap_auc(y, scores, "GBM") if np.unique(y).size == 2 else {}
@@ -331,14 +340,15 @@ def _export(data: TrainingData, result: ReplayResult, fitted: dict[str, Any], te
                                              "counts": result.counts}})
     manifest = orjson.loads((path / "manifest.json").read_bytes())
     info = {"path": str(path), "version": manifest["model_version"],
-            "parity_max_abs_diff": manifest["parity_max_abs_diff"], "registered": False,
-            "promoted": False}
+            "parity_max_abs_diff": manifest["parity_max_abs_diff"], "latency": manifest["latency"],
+            "registered": False, "promoted": False}
     if registry is not None and (gate["passed"] or gate["allow_worse"]):
         from models.registry import ModelRegistry
 
         info["version"] = ModelRegistry(registry).register(path, promote=True)
         info.update(registered=True, promoted=True, registry=str(registry))
-    progress(f"export: {info['version']} (parity {info['parity_max_abs_diff']:.2g}), "
+    progress(f"export: {info['version']} (parity {info['parity_max_abs_diff']:.2g}, ONNX "
+             f"{info['latency']['onnx_cpu_ms']:.3f} ms CPU per {info['latency']['rows']} rows), "
              f"registered={info['registered']}")
     return info
 

@@ -358,6 +358,18 @@ def _uncertainty_lines(u: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _cost_lines(m: Mapping[str, Any]) -> list[str]:
+    lines = []
+    rule = (m["model"].get("selection") or {}).get("rule")
+    if rule:
+        lines.append(f"- selection rule: {rule}")
+    latency = m["bundle"].get("latency")
+    if latency:
+        lines.append(f"- scoring cost: ONNX {latency['onnx_cpu_ms']} ms CPU per {latency['rows']} rows "
+                     f"({latency['nodes']} tree nodes)")
+    return lines
+
+
 def write_report_md(out_dir: Path, m: Mapping[str, Any], plots: Mapping[str, str]) -> Path:
     """The readable report; links every plot in ``plots``."""
     gate = m["gate"]
@@ -371,6 +383,7 @@ def write_report_md(out_dir: Path, m: Mapping[str, Any], plots: Mapping[str, str
         f"{m['bundle'].get('registered', False)}, promoted: {m['bundle'].get('promoted', False)}",
         f"- GBM parameters (chosen on a validation split of the training part): "
         f"`{m['model'].get('params')}`",
+        *_cost_lines(m),
         f"- **gate**: {'PASSED' if gate['passed'] else 'FAILED'}: {gate['reason']}", "",
         "## Test metrics", "", *_scorer_rows(m), "",
         *_uncertainty_lines(m.get("uncertainty")),

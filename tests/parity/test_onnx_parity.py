@@ -107,3 +107,20 @@ def test_wrong_sample_width_is_refused(tmp_path: Path, data: dict[str, np.ndarra
 def test_conversion_is_deterministic(data: dict[str, np.ndarray]) -> None:
     first = to_onnx(fit_gbm(data["X_train"], data["y_train"]))
     assert to_onnx(fit_gbm(data["X_train"], data["y_train"])) == first
+
+
+def test_a_gbm_is_exported_as_margin_trees_plus_sigmoid_with_its_cost(tmp_path: Path,
+                                                                      data: dict[str, np.ndarray]) -> None:
+    import onnx
+
+    model = fit_gbm(data["X_train"], data["y_train"])
+    out = export_bundle(model, data["X_test"], tmp_path / "gbm", kind="gbm", data_range=RANGE,
+                        metrics={}, offer_stats={})
+    graph = onnx.load_from_string((out / MODEL_FILE).read_bytes()).graph
+    assert [n.op_type for n in graph.node] == ["TreeEnsembleRegressor", "Sigmoid", "Sub", "Concat"]
+    assert [o.name for o in graph.output] == ["probabilities"]
+    latency = orjson.loads((out / MANIFEST).read_bytes())["latency"]
+    assert latency["rows"] == 200 and latency["onnx_cpu_ms"] > 0
+    assert latency["nodes"] == sum(p.nodes.size for (p,) in model._predictors)
+    scores = load_bundle(out).score(data["X_test"]).astype(np.float64)
+    assert np.abs(scores - model.predict_proba(data["X_test"])[:, 1]).max() <= PARITY_TOLERANCE
