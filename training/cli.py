@@ -190,9 +190,11 @@ def _fit_all(result: ReplayResult, train: np.ndarray, offers: dict[str, Offer],
     val_scores = [entry["best_auc"] for entry in selection.get("grid", [])]
     if selection:
         chosen = selection["chosen"]
-        progress(f"GBM parameters: best validation AUC per grid entry {[round(s, 4) for s in val_scores]}; "
-                 f"bars: AUC {selection['auc_bar']:.4f}, log loss {selection['log_loss_bar']:.4f} (1 SE); chosen entry {chosen['grid_entry']} cut at "
-                 f"{chosen['trees']} trees, AUC {chosen['auc']:.4f}, log loss {chosen['log_loss']:.4f} -> {params}")
+        progress(f"GBM parameters: best validation AUC per grid entry "
+                 f"{[round(s, 4) for s in val_scores]}; bars (1 SE): AUC "
+                 f"{selection['auc_bar']:.4f}, log loss {selection['log_loss_bar']:.4f}; chosen "
+                 f"entry {chosen['grid_entry']} cut at {chosen['trees']} trees, AUC "
+                 f"{chosen['auc']:.4f}, log loss {chosen['log_loss']:.4f} -> {params}")
     else:
         progress(f"GBM parameters: no validation split possible -> defaults {params}")
     gbm = fit_gbm_with(params, X, y)

@@ -86,7 +86,8 @@ def _as_margin_graph(onx: Any) -> Any:
     if len(graph.node) != 1 or graph.node[0].op_type != "TreeEnsembleClassifier":
         return onx
     attrs = {a.name: helper.get_attribute_value(a) for a in graph.node[0].attribute}
-    if (attrs.get("post_transform") != b"LOGISTIC" or list(attrs.get("classlabels_int64s", ())) != [0, 1]
+    if (attrs.get("post_transform") != b"LOGISTIC"
+            or list(attrs.get("classlabels_int64s", ())) != [0, 1]
             or set(attrs.get("class_ids", ())) != {0} or len(attrs.get("base_values", ())) != 1):
         return onx
     trees = {k: v for k, v in attrs.items() if k.startswith("nodes_")}
@@ -94,7 +95,8 @@ def _as_margin_graph(onx: Any) -> Any:
                  target_ids=attrs["class_ids"], target_nodeids=attrs["class_nodeids"],
                  target_treeids=attrs["class_treeids"], target_weights=attrs["class_weights"])
     nodes = [
-        helper.make_node("TreeEnsembleRegressor", [INPUT_NAME], ["margin"], domain="ai.onnx.ml", **trees),
+        helper.make_node("TreeEnsembleRegressor", [INPUT_NAME], ["margin"], domain="ai.onnx.ml",
+                         **trees),
         helper.make_node("Sigmoid", ["margin"], ["p1"]),
         helper.make_node("Sub", ["one", "p1"], ["p0"]),
         helper.make_node("Concat", ["p0", "p1"], ["probabilities"], axis=1),
@@ -102,8 +104,8 @@ def _as_margin_graph(onx: Any) -> Any:
     out = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])
     one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
     rebuilt = helper.make_graph(nodes, graph.name, [graph.input[0]], [out], initializer=[one])
-    return helper.make_model(rebuilt, producer_name=onx.producer_name, opset_imports=[
-        helper.make_opsetid("", TARGET_OPSET[""]), helper.make_opsetid("ai.onnx.ml", TARGET_OPSET["ai.onnx.ml"])])
+    opsets = [helper.make_opsetid(domain, version) for domain, version in TARGET_OPSET.items()]
+    return helper.make_model(rebuilt, producer_name=onx.producer_name, opset_imports=opsets)
 
 
 def onnx_probabilities(model_bytes: bytes, X: np.ndarray) -> np.ndarray:
@@ -148,7 +150,8 @@ def _latency(model_bytes: bytes, X_sample: np.ndarray) -> dict[str, Any]:
     X = np.asarray(X_sample, dtype=np.float32)
     rows = X[np.arange(LATENCY_ROWS) % X.shape[0]]
     return {"onnx_cpu_ms": round(onnx_cpu_ms(model_bytes, rows), 4), "rows": LATENCY_ROWS,
-            "method": "median thread CPU of 300 onnxruntime calls, 1 thread, on the parity sample's rows",
+            "method": "median thread CPU of 300 onnxruntime calls, 1 thread, on the parity "
+                      "sample's rows",
             "nodes": _node_count(model_bytes)}
 
 

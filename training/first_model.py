@@ -121,8 +121,9 @@ def train_first_model(
         version = ModelRegistry(registry_root).register(bundle, promote=True)
         promoted = True
     timings["total_s"] = time.perf_counter() - total
+    latency = manifest["latency"]
     progress(f"export: {version} (parity {manifest['parity_max_abs_diff']:.2g}, ONNX "
-             f"{manifest['latency']['onnx_cpu_ms']:.3f} ms CPU per {manifest['latency']['rows']} rows), "
+             f"{latency['onnx_cpu_ms']:.3f} ms CPU per {latency['rows']} rows), "
              f"promoted={promoted}, total {timings['total_s']:.1f} s")
     return {
         "version": version, "bundle": str(bundle), "promoted": promoted,

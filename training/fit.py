@@ -23,7 +23,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["GBM_PARAMS", "GBM_PARAMS_150", "GBM_GRID", "MIN_TREES", "SEARCH_MAX_ROWS", "SELECTION_RULE", "time_split", "fit_gbm", "fit_logistic",
+__all__ = ["GBM_PARAMS", "GBM_PARAMS_150", "GBM_GRID", "MIN_TREES", "SEARCH_MAX_ROWS",
+           "SELECTION_RULE", "time_split", "fit_gbm", "fit_logistic",
            "evaluate", "choose_gbm_params"]
 
 #: Features whose effect must not be negative: more interest in an offer's category, or that
@@ -43,7 +44,8 @@ GBM_PARAMS: dict[str, Any] = {
     "monotonic_cst": list(MONOTONIC_CST),
 }
 #: The settings of the first model before issue #5 (kept as a grid entry and for comparisons).
-GBM_PARAMS_150: dict[str, Any] = {**GBM_PARAMS, "max_iter": 150, "learning_rate": 0.05, "max_leaf_nodes": 15}
+GBM_PARAMS_150: dict[str, Any] = {**GBM_PARAMS, "max_iter": 150, "learning_rate": 0.05,
+                                  "max_leaf_nodes": 15}
 
 
 def time_split(meta_ts: np.ndarray, frac: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
@@ -144,8 +146,8 @@ GBM_GRID: tuple[dict[str, Any], ...] = (
      "l2_regularization": 10.0},
     {**GBM_PARAMS_150, "max_iter": 200, "learning_rate": 0.03, "max_leaf_nodes": 4,
      "min_samples_leaf": 100, "l2_regularization": 5.0},
-    {**GBM_PARAMS_150, "max_iter": 60, "learning_rate": 0.25, "max_leaf_nodes": 4, "min_samples_leaf": 100,
-     "l2_regularization": 5.0},
+    {**GBM_PARAMS_150, "max_iter": 60, "learning_rate": 0.25, "max_leaf_nodes": 4,
+     "min_samples_leaf": 100, "l2_regularization": 5.0},
 )
 #: No candidate has fewer trees: below ~20 trees the ONNX call for 200 rows is at its fixed cost
 #: (1 tree 0.012 ms, 20 trees of 7 leaves 0.029 ms), so fewer trees would buy accuracy risk only.
@@ -154,9 +156,10 @@ MIN_TREES = 10
 #: retrain it fitted four models on ~70,000 rows (9.5 s of the 60 s budget); the final model is
 #: still fitted on every training row.
 SEARCH_MAX_ROWS = 30_000
-SELECTION_RULE = ("the cheapest candidate (fewest trees x max leaves, an upper bound on the nodes "
-                  "a row can visit) within one standard error of the best validation AUC (Hanley-McNeil) "
-                  "and of the best validation log loss (standard error of the mean row loss); "
+SELECTION_RULE = ("the cheapest candidate (fewest trees x max leaves, an upper bound on the "
+                  "nodes a row can visit) within one standard error of the best validation AUC "
+                  "(Hanley-McNeil) and of the best validation log loss (standard error of the "
+                  "mean row loss); "
                   "candidates are every grid entry cut after each of its trees from "
                   f"{MIN_TREES} on; validation = the latest 20 % (by time) of the training part")
 
@@ -179,7 +182,8 @@ def _curves(params: dict[str, Any], X: np.ndarray, y: np.ndarray, X_val: np.ndar
     return aucs, losses, errors
 
 
-def choose_gbm_params(X: np.ndarray, y: np.ndarray, ts: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+def choose_gbm_params(X: np.ndarray, y: np.ndarray,
+                      ts: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
     """Pick GBM settings by :data:`SELECTION_RULE`: accuracy first, then scoring cost.
 
     Each :data:`GBM_GRID` entry is fitted on the earlier 80 % (by time) of the latest
@@ -216,11 +220,13 @@ def choose_gbm_params(X: np.ndarray, y: np.ndarray, ts: np.ndarray) -> tuple[dic
                          key=lambda t: curves[t[0]][1][t[1]])
     loss_bar = curves[g_best][1][n_best] + curves[g_best][2][n_best]
     over = [({**GBM_GRID[g], "max_iter": n}, aucs[n - 1], losses[n - 1], g)
-            for g, (aucs, losses, _) in enumerate(curves) for n in range(min(MIN_TREES, len(aucs)), len(aucs) + 1)
+            for g, (aucs, losses, _) in enumerate(curves)
+            for n in range(min(MIN_TREES, len(aucs)), len(aucs) + 1)
             if aucs[n - 1] >= auc_bar and losses[n - 1] <= loss_bar]
     if not over:  # the best-AUC and best-loss candidates differ and neither meets the other bar
-        over = [({**GBM_GRID[g], "max_iter": n_best + 1}, curves[g][0][n_best], curves[g][1][n_best], g)
-                for g in (g_best,)]
+        best_loss_aucs, best_losses, _ = curves[g_best]
+        over = [({**GBM_GRID[g_best], "max_iter": n_best + 1}, best_loss_aucs[n_best],
+                 best_losses[n_best], g_best)]
     params, auc, loss, entry = min(over, key=lambda c: (_cost(c[0]), -c[1], c[3]))
     selection = {
         "rule": SELECTION_RULE, "best_auc": best_auc, "auc_bar": auc_bar,

@@ -29,15 +29,24 @@ import orjson
 
 from models.features import FEATURE_NAMES
 from training.export import LATENCY_ROWS, onnx_cpu_ms, to_onnx
-from training.fit import GBM_GRID, GBM_PARAMS, GBM_PARAMS_150, choose_gbm_params, fit_gbm, time_split
+from training.fit import (
+    GBM_GRID,
+    GBM_PARAMS,
+    GBM_PARAMS_150,
+    choose_gbm_params,
+    fit_gbm,
+    time_split,
+)
 
 __all__ = ["CANDIDATES", "browse_rise", "study", "main"]
 
-_BROWSE = [FEATURE_NAMES.index(n) for n in ("cat_affinity_1d", "cat_affinity_30d", "cart_has_category")]
+_BROWSE = [FEATURE_NAMES.index(n)
+           for n in ("cat_affinity_1d", "cat_affinity_30d", "cart_has_category")]
 
 #: Fewer trees at a higher learning rate, fewer leaves: name -> settings.
 CANDIDATES: dict[str, dict[str, Any]] = {
-    f"{trees}x{leaves}@{rate}": {**GBM_PARAMS, "max_iter": trees, "learning_rate": rate, "max_leaf_nodes": leaves}
+    f"{trees}x{leaves}@{rate}": {**GBM_PARAMS, "max_iter": trees, "learning_rate": rate,
+                                 "max_leaf_nodes": leaves}
     for trees, rate in ((150, 0.05), (60, 0.125), (40, 0.19), (30, 0.25), (20, 0.35), (10, 0.5))
     for leaves in (15, 7, 4)
 }
@@ -69,26 +78,31 @@ def study(X: np.ndarray, y: np.ndarray, ts: np.ndarray, rounds: int = 300) -> di
         model_bytes = to_onnx(model)
         scores[name] = model.predict_proba(X[test])[:, 1]
         metrics = score_metrics(y[test], scores[name], np.arange(int(test.sum())))
-        table[name] = {"trees": p["max_iter"], "leaves": p["max_leaf_nodes"], "learning_rate": p["learning_rate"],
-                       "test_auc": metrics["auc"], "auc_se": metrics["auc_se"], "log_loss": metrics["log_loss"],
-                       "onnx_cpu_ms_200": round(onnx_cpu_ms(model_bytes, rows, rounds), 4),
-                       "browse_rise": round(browse_rise(model, X[test]), 5), "fit_s": round(fit_s, 3)}
+        table[name] = {
+            "trees": p["max_iter"], "leaves": p["max_leaf_nodes"],
+            "learning_rate": p["learning_rate"], "test_auc": metrics["auc"],
+            "auc_se": metrics["auc_se"], "log_loss": metrics["log_loss"],
+            "onnx_cpu_ms_200": round(onnx_cpu_ms(model_bytes, rows, rounds), 4),
+            "browse_rise": round(browse_rise(model, X[test]), 5), "fit_s": round(fit_s, 3)}
     boot = bootstrap_auc(y[test], scores, "reference")
     for name, versus in boot["vs"].items():
         table[name]["reference_minus_auc_ci95"] = [round(v, 4) for v in versus["ci95"]]
-    return {"train_rows": int(train.sum()), "test_rows": int(test.sum()), "test_positives": int(y[test].sum()),
-            "selection": selection, "table": table}
+    return {"train_rows": int(train.sum()), "test_rows": int(test.sum()),
+            "test_positives": int(y[test].sum()), "selection": selection, "table": table}
 
 
 def _print(result: dict[str, Any]) -> None:
-    print(f"train {result['train_rows']} rows, test {result['test_rows']} ({result['test_positives']} positives)")
-    print(f"{'model':>14} {'trees':>5} {'leaves':>6} {'AUC':>7} {'ref-AUC 95% CI':>18} {'ONNX ms':>8} {'browse':>8}")
+    print(f"train {result['train_rows']} rows, test {result['test_rows']} "
+          f"({result['test_positives']} positives)")
+    print(f"{'model':>14} {'trees':>5} {'leaves':>6} {'AUC':>7} {'ref-AUC 95% CI':>18} "
+          f"{'ONNX ms':>8} {'browse':>8}")
     for name, r in result["table"].items():
         ci = r.get("reference_minus_auc_ci95", [0.0, 0.0])
         print(f"{name:>14} {r['trees']:>5} {r['leaves']:>6} {r['test_auc']:.4f} "
               f"[{ci[0]:+.4f}, {ci[1]:+.4f}] {r['onnx_cpu_ms_200']:>8.4f} {r['browse_rise']:>8.5f}")
-    chosen = result["selection"].get("chosen")
-    print(f"rule: {chosen}; bars: AUC {result['selection'].get('auc_bar')}, log loss {result['selection'].get('log_loss_bar')}")
+    selection = result["selection"]
+    print(f"rule: {selection.get('chosen')}; bars: AUC {selection.get('auc_bar')}, "
+          f"log loss {selection.get('log_loss_bar')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.first_model import _load
     from training.replay import replay
 
-    parser = argparse.ArgumentParser(prog="python -m training.model_cost", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.model_cost",
+                                     description="Test AUC against ONNX scoring time (issue #5).")
     parser.add_argument("--data-dir", type=Path, default=completejourney.DEFAULT_DATA_DIR)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
@@ -106,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     result = study(replayed.X, replayed.y, replayed.ts)
     _print(result)
     if args.json:
-        args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+        option = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+        args.json.write_bytes(orjson.dumps(result, option=option))
     return 0
 
 

@@ -365,8 +365,8 @@ def _cost_lines(m: Mapping[str, Any]) -> list[str]:
         lines.append(f"- selection rule: {rule}")
     latency = m["bundle"].get("latency")
     if latency:
-        lines.append(f"- scoring cost: ONNX {latency['onnx_cpu_ms']} ms CPU per {latency['rows']} rows "
-                     f"({latency['nodes']} tree nodes)")
+        lines.append(f"- scoring cost: ONNX {latency['onnx_cpu_ms']} ms CPU per "
+                     f"{latency['rows']} rows ({latency['nodes']} tree nodes)")
     return lines
 
 

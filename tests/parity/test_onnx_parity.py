@@ -109,8 +109,8 @@ def test_conversion_is_deterministic(data: dict[str, np.ndarray]) -> None:
     assert to_onnx(fit_gbm(data["X_train"], data["y_train"])) == first
 
 
-def test_a_gbm_is_exported_as_margin_trees_plus_sigmoid_with_its_cost(tmp_path: Path,
-                                                                      data: dict[str, np.ndarray]) -> None:
+def test_a_gbm_is_exported_as_margin_trees_plus_sigmoid_with_its_cost(
+        tmp_path: Path, data: dict[str, np.ndarray]) -> None:
     import onnx
 
     model = fit_gbm(data["X_train"], data["y_train"])
