@@ -31,6 +31,9 @@ __all__ = [
     "json_response",
     "error_response",
     "handler",
+    "route_handler",
+    "DirectRoutes",
+    "failure_response",
     "check_key",
     "read_json",
     "FORWARDED_HEADER",
@@ -74,21 +77,67 @@ def handler(fn: Callable[..., Awaitable[aioweb.Response]]) -> Callable[..., Awai
     async def wrapped(self: Any, request: aioweb.Request, **kwargs: Any) -> aioweb.Response:
         try:
             return await fn(self, request, **kwargs)
-        except ApiError as exc:
-            return error_response(exc.status, exc.error, exc.detail, exc.headers)
-        except ValidationError as exc:
-            return error_response(400, "invalid", str(exc), field=exc.field)
-        except NotFound as exc:
-            return error_response(404, "not_found", str(exc))
-        except ModelError as exc:
-            return error_response(503, "model_unavailable", str(exc), {"Retry-After": "5"})
-        except aioweb.HTTPRequestEntityTooLarge:
-            return error_response(413, "too_large", f"body over {request.client_max_size} bytes")
-        except Exception:
-            log.exception("unhandled error in %s", fn.__qualname__)
-            return error_response(500, "internal", "unexpected server error; see the worker log")
+        except Exception as exc:  # noqa: BLE001 - mapped to a status, or logged and a 500
+            return failure_response(exc, request, fn.__qualname__)
 
     return wrapped
+
+
+def route_handler(fn: Callable[[aioweb.Request], Awaitable[aioweb.Response]],
+                  ) -> Callable[[aioweb.Request], Awaitable[aioweb.Response]]:
+    """:func:`handler` for a plain aiohttp handler ``fn(request)`` (no faust ``View``)."""
+
+    @functools.wraps(fn)
+    async def wrapped(request: aioweb.Request) -> aioweb.Response:
+        try:
+            return await fn(request)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status, or logged and a 500
+            return failure_response(exc, request, fn.__qualname__)
+
+    return wrapped
+
+
+class DirectRoutes:
+    """Routes on faust's aiohttp app itself, without faust's ``View`` dispatch.
+
+    ``@DirectRoutes(app.web.web_app).page(path)`` on a class whose ``get``/``put``/``post``/
+    ``delete``/``patch`` methods take ``(self, request)``: each one becomes an aiohttp route for
+    that method, wrapped like :func:`handler` (failures become JSON errors).
+    """
+
+    METHODS = ("get", "put", "post", "delete", "patch")
+
+    def __init__(self, web_app: aioweb.Application) -> None:
+        self.router = web_app.router
+
+    def page(self, path: str) -> Callable[[type], type]:
+        """Register the decorated class's methods for ``path``."""
+
+        def register(cls: type) -> type:
+            view = cls()
+            for method in self.METHODS:
+                fn = getattr(view, method, None)
+                if fn is not None:
+                    self.router.add_route(method.upper(), path, route_handler(fn))
+            return cls
+
+        return register
+
+
+def failure_response(exc: Exception, request: aioweb.Request, where: str) -> aioweb.Response:
+    """The JSON error response for an exception a handler raised (see the table above)."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.error, exc.detail, exc.headers)
+    if isinstance(exc, ValidationError):
+        return error_response(400, "invalid", str(exc), field=exc.field)
+    if isinstance(exc, NotFound):
+        return error_response(404, "not_found", str(exc))
+    if isinstance(exc, ModelError):
+        return error_response(503, "model_unavailable", str(exc), {"Retry-After": "5"})
+    if isinstance(exc, aioweb.HTTPRequestEntityTooLarge):
+        return error_response(413, "too_large", f"body over {request.client_max_size} bytes")
+    log.error("unhandled error in %s", where, exc_info=exc)
+    return error_response(500, "internal", "unexpected server error; see the worker log")
 
 
 def check_key(request: aioweb.Request, key: str | None) -> None:
