@@ -10,7 +10,9 @@ and best of two each. The stages are named after the work between two progress l
 ``run_training``; ``evaluate_and_bootstrap`` includes the paired bootstrap of the AUC differences.
 Profile size: the stored size of every customer's profile after replaying the first 100,000 events
 (about 5 events per customer in the full run): the bytes the worker writes to its table, i.e.
-``orjson.dumps(profile.to_state())`` plus the stored offset field ``"_o"`` (counted at 10 digits).
+``profile.to_bytes(offset)`` (schema v4, binary, with the offset of the last applied message; the
+v3 JSON form with ``"_o"`` for a profile v4 cannot hold). ``v3_json`` gives the same profiles'
+size in the v3 JSON form the worker stored before (offset counted at 10 digits).
 The same is measured after replaying the whole Complete Journey sample (real households, with
 far longer histories than the synthetic ones); both are reported against the 1 KiB target.
 """
@@ -40,19 +42,27 @@ def _data(n: int, customers: int) -> Any:
 
 
 def _stored_size(profile: Any) -> int:
-    """Bytes the worker stores for ``profile`` (stream/ingest_state.py): the v3 state plus the
-    offset of the last applied message, counted at 10 digits."""
+    """Bytes the worker stores for ``profile`` (stream/ingest_state.py) with an offset."""
+    return len(profile.to_bytes(9_999_999_999))
+
+
+def _v3_size(profile: Any) -> int:
+    """The same in the v3 JSON form stored before schema v4 (offset at 10 digits)."""
     return len(orjson.dumps({**profile.to_state(), "_o": 9_999_999_999}))
 
 
-def _completejourney_sizes() -> list[int]:
-    """Stored profile sizes after replaying the whole Complete Journey sample (real households)."""
+def _sizes(sizes: list[int]) -> dict[str, Any]:
+    return {"customers": len(sizes), "mean": round(sum(sizes) / max(len(sizes), 1), 1),
+            "p99": percentile(sizes, 99), "max": max(sizes, default=0)}
+
+
+def _completejourney_profiles() -> list[Any]:
+    """Profiles after replaying the whole Complete Journey sample (real households)."""
     from training import replay as replay_module
     from training.datasets import load_dataset
 
     data = load_dataset("completejourney")
-    result = replay_module.replay(data.events, data.offers, assume_consent=True)
-    return [_stored_size(p) for p in result.profiles.values()]
+    return list(replay_module.replay(data.events, data.offers, assume_consent=True).profiles.values())
 
 
 def _replay_seconds(data: Any, naive: bool) -> tuple[float, Any]:
@@ -90,7 +100,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         runs[naive].append(seconds)
     naive_s, fast_s = min(runs[True]), min(runs[False])
     sizes = [_stored_size(p) for p in replayed.profiles.values()]
-    cj_sizes = _completejourney_sizes()
+    v3_sizes = [_v3_size(p) for p in replayed.profiles.values()]
+    cj_profiles = _completejourney_profiles()
+    cj_sizes = [_stored_size(p) for p in cj_profiles]
+    cj_v3_sizes = [_v3_size(p) for p in cj_profiles]
     stages: dict[str, float] = {}
     last = [time.perf_counter()]
 
@@ -115,11 +128,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             "parity_max_abs_diff": metrics["bundle"]["parity_max_abs_diff"],
             "replay_100k_s": {"naive": round(naive_s, 2), "optimized": round(fast_s, 2)},
             "ratio_vs_naive": round(naive_s / fast_s, 2),
-            "profile_bytes": {"customers": len(sizes), "mean": round(sum(sizes) / max(len(sizes), 1), 1),
-                              "p99": percentile(sizes, 99), "max": max(sizes, default=0)},
-            "profile_bytes_completejourney": {
-                "customers": len(cj_sizes), "mean": round(sum(cj_sizes) / max(len(cj_sizes), 1), 1),
-                "p99": percentile(cj_sizes, 99), "max": max(cj_sizes, default=0)},
+            "profile_bytes": {**_sizes(sizes), "v3_json": _sizes(v3_sizes)},
+            "profile_bytes_completejourney": {**_sizes(cj_sizes), "v3_json": _sizes(cj_v3_sizes)},
         },
         "targets": [
             target(f"retrain (replay+fit+export) {n:,} events", round(total, 2), 60.0, "s"),

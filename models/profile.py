@@ -20,6 +20,7 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import struct
 import sys
 from array import array
 from base64 import b64decode, b64encode
@@ -29,13 +30,16 @@ from typing import Any
 
 import orjson
 
+from models import profile_binary
 from models.decay import add, new_cell, value_at
 from models.errors import InvalidEvent
 from models.events import Event
 
 __all__ = [
     "SCHEMA_VERSION",
+    "JSON_STORED_VERSION",
     "READABLE_VERSION",
+    "STORED_OFFSET_FIELD",
     "HALF_LIVES_MS",
     "CATEGORY_HALF_LIVES_MS",
     "SPEND_HALF_LIVES_MS",
@@ -44,11 +48,14 @@ __all__ = [
     "Profile",
 ]
 
-# v3 (stored, ``to_state``): packed floats, short relative integers, base64 event keys (below).
-# v2 (readable, ``to_dict``): recent event keys packed into one string. v1: keys as a list.
-# All three are read.
-SCHEMA_VERSION = 3
+# v4 (stored, ``to_bytes``): binary, exact (models/profile_binary.py). v3 (``to_state``): JSON with
+# packed floats, short relative integers, base64 event keys (below); still written for the rare
+# profile v4 cannot hold exactly. v2 (readable, ``to_dict``): recent event keys packed into one
+# string. v1: keys as a list. All four are read.
+SCHEMA_VERSION = profile_binary.VERSION
+JSON_STORED_VERSION = 3
 READABLE_VERSION = 2
+STORED_OFFSET_FIELD = "_o"  # in a v3 JSON value: the offset stored with the profile
 SEEN_KEY_CHARS = 8
 _NEG_INF = float("-inf")
 HOUR_MS = 3_600_000
@@ -272,12 +279,22 @@ class Profile:
         }
 
     def to_state(self) -> dict[str, Any]:
-        """The stored form (schema v3, see :func:`_pack`): plain JSON data, about half the bytes."""
+        """The JSON stored form (schema v3, see :func:`_pack`): plain data, half of ``to_dict``."""
         return _pack(self)
 
-    def to_bytes(self) -> bytes:
-        """:meth:`to_state` as the JSON bytes a table stores."""
-        return orjson.dumps(_pack(self))
+    def to_bytes(self, offset: int | None = None) -> bytes:
+        """The bytes a table stores: schema v4 (binary, exact), with ``offset`` if given.
+
+        A profile v4 cannot hold exactly (never one built by :meth:`apply`; e.g. v1 event keys)
+        is stored as the v3 JSON of :meth:`to_state`, with ``offset`` as ``"_o"``.
+        """
+        try:
+            return profile_binary.encode(self, offset)
+        except (ValueError, TypeError, OverflowError, KeyError, struct.error):
+            state = _pack(self)
+            if offset is not None:
+                state[STORED_OFFSET_FIELD] = offset
+            return orjson.dumps(state)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Profile:
@@ -285,7 +302,7 @@ class Profile:
         if not data:
             return cls()
         version = data.get("v")
-        if version == SCHEMA_VERSION:
+        if version == JSON_STORED_VERSION:
             return _unpack(cls, data)
         if version not in (1, READABLE_VERSION):
             raise InvalidEvent("profile.v", f"unsupported profile schema version {version!r}")
@@ -300,8 +317,21 @@ class Profile:
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> Profile:
-        """Inverse of :meth:`to_bytes` (also reads the JSON of v1/v2 dicts)."""
-        return cls.from_dict(orjson.loads(raw) if raw else None)
+        """Inverse of :meth:`to_bytes` (also reads the JSON of v1/v2/v3); empty: a new profile."""
+        return cls.from_stored(raw)[0]
+
+    @classmethod
+    def from_stored(cls, raw: bytes | None) -> tuple[Profile, int]:
+        """``(profile, offset)`` from stored bytes of any version; offset ``-1`` if none stored.
+
+        Raises :class:`~models.errors.ValidationError` naming the field of a corrupt v4 value.
+        """
+        if not raw:
+            return cls(), -1
+        if raw[0] == SCHEMA_VERSION:
+            return profile_binary.decode(cls, raw)  # type: ignore[no-any-return]
+        data = orjson.loads(raw)
+        return cls.from_dict(data), int(data.get(STORED_OFFSET_FIELD, -1))
 
 
 def _unpack_seen(seen: str | list[str]) -> list[str]:
@@ -329,7 +359,7 @@ _BIG_ENDIAN = sys.byteorder == "big"  # the stored floats are little-endian ever
 
 
 def _pack(p: Profile) -> dict[str, Any]:
-    out: dict[str, Any] = {"v": SCHEMA_VERSION, "n": p.n_events}
+    out: dict[str, Any] = {"v": JSON_STORED_VERSION, "n": p.n_events}
     last = p.last_ts
     if last is not None:
         start, end, n = p.session

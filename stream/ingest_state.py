@@ -13,8 +13,9 @@ Guarantees kept:
   event archive is fsync'd, and only then acknowledges the messages they contain, so faust never
   commits an offset whose effect could still be lost.
 - **No double counting.** Each stored profile carries the offset of the last message applied to it
-  (``OFFSET_FIELD``); a message at or below it is skipped on replay, however long the replay (the
-  profile's own window of recent event ids stays as a second line of defence).
+  (``Profile.to_bytes(offset)``, schema v4; ``OFFSET_FIELD`` in the older JSON form); a message
+  at or below it is skipped on replay, however long the replay (the profile's own window of
+  recent event ids stays as a second line of defence).
 - **Consent is exact.** Consent is written to its table at once (rare, and effective on return);
   the cache is dropped whenever anything else writes it (:meth:`LiveState.consent_changed`), and an
   erased profile is dropped from memory (:meth:`LiveState.erase_profile`) so a flush can never
@@ -27,15 +28,15 @@ import asyncio
 import logging
 from typing import Any
 
-import orjson
-
 from models.consent import ConsentState
-from models.profile import Profile
+from models.profile import STORED_OFFSET_FIELD, Profile
 
 __all__ = ["LiveState", "OFFSET_FIELD", "FLUSH_INTERVAL_S", "FLUSH_CHUNK"]
 
 log = logging.getLogger("offerstream.ingest")
-OFFSET_FIELD = "_o"  # offset of the last events-topic message applied to a stored profile
+# The offset of the last events-topic message applied to a stored profile is stored with it
+# (``Profile.to_bytes(offset)``; in the v3 JSON form still read, this field).
+OFFSET_FIELD = STORED_OFFSET_FIELD
 # Every dirty customer is one changelog message per flush: at 25k events/s over 10k customers a
 # 0.5 s interval rewrites ~14k profiles/s, 1 s ~9k/s (the flush and its changelog sends were about
 # a quarter of the worker's samples in py-spy).
@@ -105,9 +106,8 @@ class LiveState:
         raw = self.topology.profiles.get(customer_id.encode())
         profile = None
         if raw:
-            data = orjson.loads(raw)
-            profile = Profile.from_dict(data)  # stored as schema v3; v1/v2 values still read
-            self._offsets[customer_id] = int(data.get(OFFSET_FIELD, -1))
+            # stored as schema v4 with the offset; v1-v3 JSON (offset as "_o") still read
+            profile, self._offsets[customer_id] = Profile.from_stored(raw)
         self._profiles[customer_id] = profile
         return profile
 
@@ -249,15 +249,13 @@ class LiveState:
 
     def _encode(self, customer_ids: list[str]) -> list[tuple[str, int, bytes]]:
         """``(customer_id, partition, stored bytes)`` for each customer still live (not erased)."""
-        partition_of, profiles, offsets, dumps = self._partition_of, self._profiles, self._offsets, orjson.dumps
+        partition_of, profiles, offsets = self._partition_of, self._profiles, self._offsets
         items = []
         for customer_id in customer_ids:
             profile = profiles.get(customer_id)
             if profile is None:
                 continue  # erased since it was changed
-            state = profile.to_state()
-            state[OFFSET_FIELD] = offsets.get(customer_id, -1)
-            items.append((customer_id, partition_of(customer_id), dumps(state)))
+            items.append((customer_id, partition_of(customer_id), profile.to_bytes(offsets.get(customer_id, -1))))
         return items
 
     def _write_chunk(self, customer_ids: list[str]) -> None:

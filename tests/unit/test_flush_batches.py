@@ -13,12 +13,11 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-import orjson
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from models.profile import Profile
-from stream.ingest_state import OFFSET_FIELD, STAGE_CHUNK, LiveState
+from models.profile import SCHEMA_VERSION, Profile
+from stream.ingest_state import STAGE_CHUNK, LiveState
 from stream.topology import Topology
 
 TOPIC = "app-profiles-changelog"
@@ -138,9 +137,11 @@ def test_batches_hold_the_send_changelog_records_and_ack_after_delivery() -> Non
     for i in range(300):
         key = f"c{i}".encode()
         assert topo.profiles.data[key] == (partition_of(f"c{i}"), records[key])
-        stored = orjson.loads(records[key])
-        assert stored[OFFSET_FIELD] == 7
-        assert Profile.from_dict(stored).to_state() == state.read_profile(f"c{i}").to_state()
+        assert records[key][0] == SCHEMA_VERSION == 4  # the binary stored form
+        stored, offset = Profile.from_stored(records[key])
+        assert offset == 7
+        assert stored == state.read_profile(f"c{i}")
+        assert stored.to_bytes(offset) == records[key]
     # the persisted offset is the last record's, per partition
     assert topo.profiles.data.persisted == {p: n - 1 for p, n in producer.next_offset.items()}
 

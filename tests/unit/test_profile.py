@@ -19,6 +19,7 @@ from models.profile import (
     CATEGORY_WEIGHTS,
     DAY_MS,
     HALF_LIVES_MS,
+    JSON_STORED_VERSION,
     MAX_CATEGORIES,
     MAX_OFFERS,
     MAX_SEEN,
@@ -320,15 +321,18 @@ def _same(a: Profile, b: Profile) -> bool:
 
 @settings(max_examples=80, deadline=None)
 @given(event_lists(max_size=40))
-def test_stored_form_v3_round_trips_exactly_after_each_step(evs: list[Event]) -> None:
+def test_stored_forms_round_trip_exactly_after_each_step(evs: list[Event]) -> None:
     p = Profile()
     for e in evs:
         p.apply(e)
         raw = p.to_bytes()
         again = Profile.from_bytes(raw)
-        assert _same(again, p)
-        assert orjson.loads(raw)["v"] == SCHEMA_VERSION == 3
+        assert _same(again, p) and again == p
+        assert raw[0] == SCHEMA_VERSION == 4  # binary; apply never makes a profile v4 cannot hold
         assert again.to_bytes() == raw
+        state = orjson.dumps(p.to_state())  # the v3 JSON form, still read
+        assert orjson.loads(state)["v"] == JSON_STORED_VERSION == 3
+        assert _same(Profile.from_bytes(state), p)
     # the restored profile goes on exactly like the original, duplicates included
     restored = Profile.from_bytes(p.to_bytes())
     later = make("offer_impression", evs[-1].ts + DAY_MS, offer_id="of9")
@@ -342,9 +346,11 @@ def test_stored_form_is_smaller_and_reads_every_version() -> None:
     for i in range(MAX_SEEN):
         p.apply(make("offer_impression", T0 + i * MIN, offer_id=f"campaign-{i % 20}"))
     v2 = orjson.dumps(p.to_dict())
-    v3 = p.to_bytes()
-    assert len(v3) < 0.75 * len(v2)
+    v3 = orjson.dumps(p.to_state())
+    v4 = p.to_bytes()
+    assert len(v3) < 0.75 * len(v2) and len(v4) < 0.6 * len(v3)
     assert _same(Profile.from_bytes(v2), p) and _same(Profile.from_bytes(v3), p)
+    assert _same(Profile.from_bytes(v4), p)
     q = Profile()
     for i in range(30):
         q.apply(make("offer_impression", T0 + i * MIN, offer_id=f"campaign-{i % 12}"))
@@ -354,7 +360,10 @@ def test_stored_form_is_smaller_and_reads_every_version() -> None:
     v1 = orjson.loads(v2) | {"v": 1, "seen": ["0123456789ab", "ba9876543210"]}
     from_v1 = Profile.from_dict(v1)
     assert from_v1.seen == ["0123456789ab", "ba9876543210"]
-    again = Profile.from_bytes(from_v1.to_bytes())  # v1 keys are kept as a list, not packed
+    stored = from_v1.to_bytes(5)
+    assert orjson.loads(stored)["v"] == JSON_STORED_VERSION  # v4 cannot hold v1 keys: stored as v3
+    assert Profile.from_stored(stored)[1] == 5
+    again = Profile.from_bytes(stored)  # v1 keys are kept as a list, not packed
     assert again.seen == from_v1.seen and _same(again, from_v1)
 
 
