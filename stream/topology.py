@@ -3,7 +3,8 @@
 Keys everywhere are plain UTF-8 strings written as raw bytes, as Kafka's string serializer writes
 them, so an outside producer's default partitioner, the tables' changelogs and request routing all
 agree on which partition (and so which worker) owns a customer. Values are raw bytes that the core
-encodes and decodes with orjson.
+encodes and decodes: consent as orjson JSON, profiles in their binary stored form (schema v4,
+``Profile.to_bytes``; older JSON values are still read).
 """
 
 from __future__ import annotations
@@ -75,25 +76,21 @@ class Topology:
         """Store encoded profiles locally and append their changelog records to record batches.
 
         ``items`` are ``(customer_id, partition, value)``. The local write is the one of
-        :meth:`write_profile_bytes`; the changelog records are appended to aiokafka record
-        batches (``open_batches``: partition -> batch being filled, kept by the caller across
-        calls) instead of going one by one through faust's producer buffer (a FutureMessage, a
-        buffer turn and a ``producer.send`` per record: ~0.4-0.5 ms each here). The records are
+        :meth:`write_profile_bytes` (one RocksDB write batch per partition for the chunk); the
+        changelog records are appended to aiokafka record batches (``open_batches``: partition ->
+        batch being filled, kept by the caller across calls) instead of going one by one through
+        faust's producer buffer (a FutureMessage, a buffer turn and a ``producer.send`` per
+        record: ~0.4-0.5 ms each here). The records are
         the ones ``send_changelog`` produces for these tables: key and value are the raw bytes
         (``key_type``/``value_type`` ``bytes`` mean the raw codec), no headers, the producer's
         timestamp, the given partition of the table's changelog topic. Returns the batches that
         filled up, closed, as ``(partition, batch)`` for :meth:`send_profile_batches`;
         :meth:`close_batches` gives the rest.
         """
-        store = self.profiles.data
-        set_in_partition = getattr(store, "set_in_partition", None)
+        keys = [customer_id.encode() for customer_id, _, _ in items]
+        self._store_profiles(keys, items)
         full: list[tuple[int, Any]] = []
-        for customer_id, partition, value in items:
-            key = customer_id.encode()
-            if set_in_partition is not None:
-                set_in_partition(key, value, partition)
-            else:
-                store[key] = value
+        for key, (_, partition, value) in zip(keys, items, strict=True):
             batch = open_batches.get(partition)
             if batch is None:
                 batch = open_batches[partition] = kafka_producer.create_batch()
@@ -103,6 +100,21 @@ class Topology:
                 batch = open_batches[partition] = kafka_producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)  # a first record always fits
         return full
+
+    def _store_profiles(self, keys: list[bytes], items: list[tuple[str, int, bytes]]) -> None:
+        """The local writes of :meth:`stage_profiles`: one RocksDB write batch per partition."""
+        store = self.profiles.data
+        set_many = getattr(store, "set_many_in_partitions", None)
+        if set_many is not None:
+            set_many([(key, value, partition)
+                      for key, (_, partition, value) in zip(keys, items, strict=True)])
+            return
+        set_in_partition = getattr(store, "set_in_partition", None)
+        for key, (_, partition, value) in zip(keys, items, strict=True):
+            if set_in_partition is not None:
+                set_in_partition(key, value, partition)
+            else:
+                store[key] = value
 
     @staticmethod
     def close_batches(open_batches: dict[int, Any]) -> list[tuple[int, Any]]:
