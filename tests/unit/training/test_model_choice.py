@@ -54,3 +54,27 @@ def test_one_class_in_validation_falls_back_to_the_defaults() -> None:
     y[:10] = 1  # positives only early: the validation part has one class
     params, selection = choose_gbm_params(X, y, ts)
     assert params == fit.GBM_PARAMS and selection == {}
+
+
+def test_the_first_model_still_raises_the_browsed_category_in_the_demo(shared_data) -> None:
+    """The walking demo's scenario (tests/e2e) in process, on the bundle the first model exports."""
+    from pathlib import Path
+    from tempfile import TemporaryDirectory
+
+    from models.scorer import load_bundle
+    from training.first_model import train_first_model
+    from training.model_cost import demo_rise
+
+    with TemporaryDirectory() as tmp:
+        summary = train_first_model(Path(tmp) / "bundle", data_dir=shared_data / "completejourney",
+                                    progress=lambda *a, **k: None)
+        scorer = load_bundle(summary["bundle"])
+
+        class Served:  # the exported ONNX model, asked as demo_rise asks a fitted model
+            @staticmethod
+            def predict_proba(X: np.ndarray) -> np.ndarray:
+                p = scorer.score(X).astype(np.float64)
+                return np.column_stack([1 - p, p])
+
+        assert demo_rise(Served()) > 0
+        assert summary["latency"]["rows"] == 200 and summary["latency"]["nodes"] > 0
