@@ -178,10 +178,8 @@ def _ineligible_rows(candidates: OfferSet, flags: Mapping[str, bool], consent: C
             for i in rows:
                 bad.setdefault(ids[i], reason)
     for category in exclude:
-        rows = candidates.cat_rows.get(category)
-        if rows is not None:
-            for i in rows:
-                bad.setdefault(ids[i], "excluded_category")
+        for i in candidates.cat_rows.get(category, ()):
+            bad.setdefault(ids[i], "excluded_category")
     row_of = candidates.row_of
     for offer_id in dismissed:
         if offer_id in row_of:

@@ -374,16 +374,16 @@ def vectorize_set(candidates: OfferSet, profile: Profile | None, context: Contex
         found = list(map(offer_stats.get, candidates.ids))
         rows = [i for i, v in enumerate(found) if v is not None]
         if rows:
-            X[rows, _O + 6:_O + 8] = [tuple(found[i]) for i in rows]
+            X[rows, _O + 6:_O + 8] = [tuple(v) for v in found if v is not None]  # the rows' values
     if len(candidates.from_rows):
         X[candidates.from_rows, _O + 8] = np.log1p(np.maximum((now_ms - candidates.from_ms) / DAY_MS, 0.0))
     if len(candidates.to_rows):
         X[candidates.to_rows, _O + 9] = np.log1p(np.maximum((candidates.to_ms - now_ms) / DAY_MS, 0.0))
     X[:, _C:_C + 6] = _context_base(context, now_ms)
     if context.category is not None:
-        rows = candidates.cat_rows.get(context.category)
-        if rows is not None:
-            X[rows, _C + 6] = 1.0
+        in_category = candidates.cat_rows.get(context.category)
+        if in_category is not None:
+            X[in_category, _C + 6] = 1.0
     affinity = context.offer_affinity
     if affinity:
         if len(affinity) <= candidates.n:
