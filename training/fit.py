@@ -147,14 +147,12 @@ def evaluate(y: np.ndarray, p: np.ndarray) -> dict[str, float | int | None]:
 #: every prefix of at least :data:`MIN_TREES` of its trees is a candidate (early stopping on the
 #: time-ordered validation part), so the grid covers tree counts without refitting.
 GBM_GRID: tuple[dict[str, Any], ...] = (
-    GBM_PARAMS_150,
     {**GBM_PARAMS, "max_iter": 60},
     {**GBM_PARAMS_150, "max_iter": 60, "learning_rate": 0.35, "max_leaf_nodes": 7},
     {**GBM_PARAMS_150, "max_iter": 100, "max_leaf_nodes": 7, "min_samples_leaf": 50},
     {**GBM_PARAMS_150, "max_iter": 100, "max_leaf_nodes": 3, "min_samples_leaf": 500,
      "l2_regularization": 10.0},
-    {**GBM_PARAMS_150, "max_iter": 200, "learning_rate": 0.03, "max_leaf_nodes": 4,
-     "min_samples_leaf": 100, "l2_regularization": 5.0},
+    # the former 200 trees x 4 leaves at 0.03, at a rate that needs fewer trees
     {**GBM_PARAMS_150, "max_iter": 60, "learning_rate": 0.25, "max_leaf_nodes": 4,
      "min_samples_leaf": 100, "l2_regularization": 5.0},
 )
@@ -177,18 +175,31 @@ def _cost(params: dict[str, Any]) -> int:
     return int(params["max_iter"]) * int(params["max_leaf_nodes"])
 
 
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    """``roc_auc_score`` from average ranks (Mann-Whitney), ~4x faster per call on 6,000 rows."""
+    from scipy.stats import rankdata
+
+    positive = y == 1
+    n_pos = int(positive.sum())
+    n_neg = y.size - n_pos
+    return float((rankdata(p)[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def _curves(params: dict[str, Any], X: np.ndarray, y: np.ndarray, X_val: np.ndarray,
-            y_val: np.ndarray) -> tuple[list[float], list[float], list[float]]:
-    """Validation AUC, log loss and its standard error after each tree of one fit."""
+            y_val: np.ndarray) -> dict[int, tuple[float, float, float]]:
+    """``trees -> (validation AUC, log loss, its standard error)`` for each candidate cut of one fit
+    (every tree count from :data:`MIN_TREES`, or the whole fit if it has fewer trees)."""
     model = HistGradientBoostingClassifier(**params).fit(X, y)
-    aucs, losses, errors = [], [], []
-    for proba in model.staged_predict_proba(X_val):
+    first = min(MIN_TREES, model.n_iter_)
+    out = {}
+    for n, proba in enumerate(model.staged_predict_proba(X_val), start=1):
+        if n < first:
+            continue
         p = np.clip(proba[:, 1], 1e-7, 1 - 1e-7)
         row_loss = -(y_val * np.log(p) + (1 - y_val) * np.log1p(-p))
-        aucs.append(float(roc_auc_score(y_val, p)))
-        losses.append(float(row_loss.mean()))
-        errors.append(float(row_loss.std(ddof=1) / np.sqrt(row_loss.size)))
-    return aucs, losses, errors
+        out[n] = (_auc(y_val, p), float(row_loss.mean()),
+                  float(row_loss.std(ddof=1) / np.sqrt(row_loss.size)))
+    return out
 
 
 def choose_gbm_params(X: np.ndarray, y: np.ndarray,
@@ -196,7 +207,8 @@ def choose_gbm_params(X: np.ndarray, y: np.ndarray,
     """Pick GBM settings by :data:`SELECTION_RULE`: accuracy first, then scoring cost.
 
     Each :data:`GBM_GRID` entry is fitted on the earlier 80 % (by time) of the latest
-    :data:`SEARCH_MAX_ROWS` rows and evaluated on the later 20 % after each of its trees. The best
+    :data:`SEARCH_MAX_ROWS` rows and evaluated on the later 20 % after each of its trees from
+    :data:`MIN_TREES` on (early stopping on a time-ordered validation part). The best
     validation AUC and the best log loss, each less its standard error, set two bars; the cheapest
     candidate over both wins (the one-standard-error rule of Breiman et al., with scoring cost
     as the measure of simplicity; the log-loss bar keeps a barely started low-rate ensemble, whose
@@ -221,28 +233,27 @@ def choose_gbm_params(X: np.ndarray, y: np.ndarray,
     if np.unique(y[fit_part]).size < 2 or np.unique(y[val]).size < 2:
         return dict(GBM_PARAMS), {}
     y_val = y[val].astype(np.float64)
-    curves = [_curves(params, X[fit_part], y[fit_part], X[val], y_val) for params in GBM_GRID]
-    best_auc = max(max(aucs) for aucs, _, _ in curves)
+    cuts = [(g, n, auc, loss, error) for g, params in enumerate(GBM_GRID)
+            for n, (auc, loss, error)
+            in _curves(params, X[fit_part], y[fit_part], X[val], y_val).items()]
+    best_auc = max(c[2] for c in cuts)
     n_pos = int(y_val.sum())
     auc_bar = best_auc - (auc_standard_error(best_auc, n_pos, int(y_val.size) - n_pos) or 0.0)
-    g_best, n_best = min(((g, int(np.argmin(c[1]))) for g, c in enumerate(curves)),
-                         key=lambda t: curves[t[0]][1][t[1]])
-    loss_bar = curves[g_best][1][n_best] + curves[g_best][2][n_best]
-    over = [({**GBM_GRID[g], "max_iter": n}, aucs[n - 1], losses[n - 1], g)
-            for g, (aucs, losses, _) in enumerate(curves)
-            for n in range(min(MIN_TREES, len(aucs)), len(aucs) + 1)
-            if aucs[n - 1] >= auc_bar and losses[n - 1] <= loss_bar]
-    if not over:  # the best-AUC and best-loss candidates differ and neither meets the other bar
-        best_loss_aucs, best_losses, _ = curves[g_best]
-        over = [({**GBM_GRID[g_best], "max_iter": n_best + 1}, best_loss_aucs[n_best],
-                 best_losses[n_best], g_best)]
-    params, auc, loss, entry = min(over, key=lambda c: (_cost(c[0]), -c[1], c[3]))
+    best_loss = min(cuts, key=lambda c: c[3])
+    loss_bar = best_loss[3] + best_loss[4]
+    over = [c for c in cuts if c[2] >= auc_bar and c[3] <= loss_bar]
+    if not over:  # the best-AUC and best-loss cuts differ and neither meets the other bar
+        over = [best_loss]
+    entry, trees, auc, loss, _ = min(
+        over, key=lambda c: (c[1] * GBM_GRID[c[0]]["max_leaf_nodes"], -c[2], c[0]))
+    params = {**GBM_GRID[entry], "max_iter": trees}
     selection = {
         "rule": SELECTION_RULE, "best_auc": best_auc, "auc_bar": auc_bar,
-        "best_log_loss": curves[g_best][1][n_best], "log_loss_bar": loss_bar,
-        "chosen": {"grid_entry": entry, "trees": params["max_iter"], "auc": auc, "log_loss": loss,
+        "best_log_loss": best_loss[3], "log_loss_bar": loss_bar,
+        "chosen": {"grid_entry": entry, "trees": trees, "auc": auc, "log_loss": loss,
                    "cost": _cost(params)},
-        "grid": [{"best_auc": max(aucs), "best_auc_trees": int(np.argmax(aucs)) + 1,
-                  "best_log_loss": min(losses), "trees": len(aucs)} for aucs, losses, _ in curves],
+        "grid": [{"best_auc": max(c[2] for c in cuts if c[0] == g),
+                  "best_log_loss": min(c[3] for c in cuts if c[0] == g)}
+                 for g in range(len(GBM_GRID))],
     }
     return params, selection

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.metrics import log_loss, roc_auc_score
 
 from models.features import FEATURE_NAMES
 from training import fit
@@ -29,13 +30,20 @@ def test_the_choice_is_the_cheapest_candidate_over_both_bars() -> None:
     # recompute every candidate independently: none cheaper meets both bars
     fit_part, val = time_split(ts, 0.8)
     for g, grid_params in enumerate(GBM_GRID):
-        aucs, losses, _ = fit._curves(grid_params, X[fit_part], y[fit_part], X[val],
-                                      y[val].astype(float))
-        for n in range(MIN_TREES, len(aucs) + 1):
-            if n * grid_params["max_leaf_nodes"] < chosen["cost"]:
-                over_bars = (aucs[n - 1] >= selection["auc_bar"]
-                             and losses[n - 1] <= selection["log_loss_bar"])
-                assert not over_bars, (g, n)
+        model = fit.fit_gbm(X[fit_part], y[fit_part], grid_params)
+        for n, proba in enumerate(model.staged_predict_proba(X[val]), start=1):
+            if n < MIN_TREES or n * grid_params["max_leaf_nodes"] >= chosen["cost"]:
+                continue
+            p = np.clip(proba[:, 1], 1e-7, 1 - 1e-7)
+            assert (roc_auc_score(y[val], p) < selection["auc_bar"]
+                    or log_loss(y[val], p) > selection["log_loss_bar"]), (g, n)
+
+
+def test_the_rank_auc_equals_sklearn_with_ties() -> None:
+    rng = np.random.default_rng(3)
+    y = (rng.random(5000) < 0.1).astype(np.int8)
+    p = np.round(rng.random(5000) + 0.3 * y, 2)  # many ties
+    assert abs(fit._auc(y, p) - roc_auc_score(y, p)) < 1e-12
 
 
 def test_the_chosen_cut_fits_the_same_trees_as_the_validation_run() -> None:
