@@ -19,8 +19,10 @@ Variants, each on its own fresh broker and worker:
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -91,6 +93,27 @@ def _wait(worker: Any, expected: int, durable: bool, timeout: float) -> tuple[fl
     return applied_at, durable_at
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _child_pids(name: str) -> list[int]:
+    """Child processes of this one whose command name contains ``name`` (the bundled broker)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            comm, rest = stat.split("(", 1)[1].rsplit(")", 1)
+            if name in comm and int(rest.split()[1]) == os.getpid():
+                out.append(int(entry.name))
+    return out
+
+
 def measure_ingest(n_events: int, customers: int, *, write_behind: bool, envelope: int) -> dict[str, Any]:
     """One variant on a fresh broker and worker; see the module docstring."""
     env = {"OFFERSTREAM_WRITE_BEHIND": "1" if write_behind else "0"}
@@ -107,16 +130,24 @@ def measure_ingest(n_events: int, customers: int, *, write_behind: bool, envelop
             messages = envelopes(events, partition_of, envelope)
         else:
             messages = [(partition_of(e["customer_id"]), e["customer_id"].encode(), orjson.dumps(e)) for e in events]
+        brokers = _child_pids("tansu")
+        cpu_before = _cpu_s(worker.proc.pid), sum(map(_cpu_s, brokers))
         started = time.perf_counter()
         asyncio.run(_produce(bootstrap, messages))
         produced = time.perf_counter() - started
         applied_at, durable_at = _wait(worker, base + n_events, durable=write_behind, timeout=600)
+        worker_cpu = _cpu_s(worker.proc.pid) - cpu_before[0]
+        broker_cpu = sum(map(_cpu_s, brokers)) - cpu_before[1]
         text = _metrics(worker)
     applied_s = applied_at - started
     durable_s = durable_at - started
     return {"events": n_events, "customers": customers, "envelope": envelope,
             "produce_s": round(produced, 3), "applied_s": round(applied_s, 3), "durable_s": round(durable_s, 3),
             "events_per_s": round(n_events / durable_s, 1),
+            # CPU from the first produced message until durable (the worker's: all its threads;
+            # the broker's: it shares the two cores): steadier than wall time on a loaded machine
+            "worker_cpu_s": round(worker_cpu, 2), "broker_cpu_s": round(broker_cpu, 2),
+            "worker_cpu_us_per_event": round(worker_cpu / n_events * 1e6, 2),
             "profiles_flushed": int(gauge(text, "profiles_flushed_total")),
             "duplicates_or_replays": sum(int(float(m)) for m in re.findall(
                 r'outcome="(?:duplicate|replayed)"\} (\S+)', text))}
