@@ -86,7 +86,7 @@ def test_realistic_profile_is_under_1_kib_and_exact() -> None:
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 any_float = st.floats(allow_nan=True, allow_infinity=True)
-times = st.integers(-(2**40), 2**45)
+times = st.integers(T0 - 2**9, T0 + 2**9) | st.integers(-(2**40), 2**45)
 name = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=12)
 
 
@@ -110,7 +110,8 @@ def profiles(draw: Any) -> Profile:
         p.first_ts = draw(times)
         p.last_purchase_ts = draw(st.none() | times)
         p.session = [draw(times), draw(times), draw(st.integers(0, 2**32 - 1))]
-        offer = st.tuples(*[st.integers(0, 2**40)] * 4, times, st.integers(-(2**31), 2**31),
+        counter = st.integers(0, 300) | st.integers(0, 2**40)
+        offer = st.tuples(*[counter] * 4, times, st.integers(-(2**31), 2**31),
                           st.integers(0, 300)).map(list)
         p.offers = draw(st.dictionaries(name, offer, max_size=6))
     types = draw(st.lists(st.sampled_from(sorted(PROFILE_EVENT_TYPES)), unique=True, max_size=4))
@@ -135,6 +136,26 @@ def test_random_profiles_round_trip_bit_for_bit(p: Profile, offset: int | None) 
     assert _bits(again) == _bits(p)
     assert stored_offset == (-1 if offset is None else offset)
     assert again.to_bytes(offset) == raw
+
+
+@pytest.mark.parametrize("divide", [False, True])
+def test_int_columns_round_trip_at_every_width_boundary(divide: bool) -> None:
+    edges = [0, 1, 127, 128, 255, 256, -1, -128, -129, 32767, 32768, -32768, -32769, 2**31 - 1,
+             2**31, -(2**31), -(2**31) - 1, 2**63 - 1, -(2**63)]
+    for values in [[v] for v in edges] + [[0, v] for v in edges] + [[255, 128, 0], [1000, 256_000]]:
+        raw = profile_binary._int_column(values, divide)
+        reader = profile_binary._Reader(raw)
+        assert reader.ints(len(values), "t") == values and reader.pos == len(raw)
+
+
+def test_small_counters_and_times_round_trip() -> None:
+    # uint8 columns: every value 0..255, times whose deltas (divided by their divisor) are 128..255
+    for n in range(256):
+        p = Profile(first_ts=T0 - 2 * n, last_ts=T0, session=[T0 - 2 * n, T0 - 2, n],
+                    counts={"search": [float(T0 - 2 * n), 1.0, 2.0, 3.0]},
+                    offers={"o": [n, 255 - n, n // 2, 1, T0 - 2 * n, (T0 - 2 * n) // DAY_MS, n]})
+        again, _ = Profile.from_stored(p.to_bytes(n))
+        assert _bits(again) == _bits(p), n
 
 
 def test_what_v4_cannot_hold_is_stored_as_v3_json_exactly() -> None:
