@@ -29,7 +29,7 @@ __all__ = ["ScoreRequest", "parse_score_request", "decide", "hash_customer_id", 
 
 MAX_K = 100
 GREEDY = Exploration()
-_RNG = random.Random()
+_RNG = random.Random()  # noqa: S311 - exploration draws, not secrets
 MAX_CANDIDATES = 2000
 _F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _OFFER_ID = operator.attrgetter("offer_id")

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from models.catalog import IMPLIED_REQUIREMENTS, Offer
+from models.decay import value_at
 from models.errors import InvalidRequest
 from models.events import CHANNELS
-from models.decay import value_at
 from models.profile import CATEGORY_HALF_LIVES_MS, DAY_MS, HOUR_MS, Profile
 
 __all__ = [
@@ -445,9 +445,9 @@ def _fill_pairs(X: np.ndarray, profile: Profile, candidates: OfferSet, now_ms: i
         since_seen = (now_ms - rec[4]) / DAY_MS if rec[4] else NEVER_HOURS
         hit_rows.append(i)
         # _log inlined: log1p(max(x, 0.0)), and max(x, 0.0) is ``0.0 if 0.0 > x else x``
-        values += (log1p(0.0 if 0.0 > imp else imp), log1p(0.0 if 0.0 > click else click),
-                   log1p(0.0 if 0.0 > redeem else redeem), float(profile.impressions_today(offer_id, now_ms)),
-                   log1p(0.0 if 0.0 > since_seen else since_seen))
+        values += (log1p(0.0 if imp < 0.0 else imp), log1p(0.0 if click < 0.0 else click),
+                   log1p(0.0 if redeem < 0.0 else redeem), float(profile.impressions_today(offer_id, now_ms)),
+                   log1p(0.0 if since_seen < 0.0 else since_seen))
     if hit_rows:
         X[hit_rows, p + 3:p + 8] = np.array(values, dtype=np.float64).reshape(len(hit_rows), 5)
 

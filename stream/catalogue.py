@@ -21,8 +21,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.catalog import Offer, parse_offer
-from stream.broker import FETCH_MAX_WAIT_MS
 from models.errors import InvalidOffer
+from stream.broker import FETCH_MAX_WAIT_MS
 
 __all__ = ["Catalogue", "TopicMirror", "OFFERS_TOPIC", "ERASURES_TOPIC"]
 

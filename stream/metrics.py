@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections import Counter
+from collections import defaultdict
 
 __all__ = ["Metrics"]
 
@@ -14,7 +14,7 @@ class Metrics:
     """Process-local metrics of one worker."""
 
     def __init__(self) -> None:
-        self.counters: Counter[str] = Counter()
+        self.counters: defaultdict[str, float] = defaultdict(int)  # ints, and CPU seconds
         self._buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._sum = 0.0
         self._count = 0
@@ -43,7 +43,8 @@ class Metrics:
     def render(self) -> str:
         """The Prometheus exposition text."""
         lines: list[str] = []
-        for kind, values in (("counter", self.counters), ("gauge", self.gauges)):
+        kinds: tuple[tuple[str, dict[str, float]], ...] = (("counter", self.counters), ("gauge", self.gauges))
+        for kind, values in kinds:
             typed: set[str] = set()
             for name, value in sorted(values.items()):
                 base = name.split("{", 1)[0]
@@ -51,9 +52,9 @@ class Metrics:
                     typed.add(base)
                     lines.append(f"# TYPE offerstream_{base} {kind}")
                 lines.append(f"offerstream_{name} {value}")
-        for name, value in sorted(self.info.items()):
+        for name, text in sorted(self.info.items()):
             lines.append(f"# TYPE offerstream_{name}_info gauge")
-            lines.append(f'offerstream_{name}_info{{value="{value}"}} 1')
+            lines.append(f'offerstream_{name}_info{{value="{text}"}} 1')
         lines.append("# TYPE offerstream_score_latency_seconds histogram")
         cumulative = 0
         for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), self._buckets, strict=True):

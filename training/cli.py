@@ -299,7 +299,7 @@ def _obd_ope(data: TrainingData, result: ReplayResult, gbm: Any, test: np.ndarra
     out: dict[str, Any] = {"available": True,
                            "bts_from_random_log": ope.obd_bts_estimate(root, q_hat=q_hat)}
     prefix = "obd-random-"
-    rows = sorted(int(result.meta[i].decision_id[len(prefix):]) for i in np.flatnonzero(test)
+    rows = sorted(int((result.meta[i].decision_id or "")[len(prefix):]) for i in np.flatnonzero(test)
                   if (result.meta[i].decision_id or "").startswith(prefix))
     if not rows:
         return out

@@ -16,12 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from models.features import FEATURE_NAMES
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+
+from models.features import FEATURE_NAMES
 
 __all__ = ["GBM_PARAMS", "GBM_PARAMS_150", "GBM_GRID", "MIN_TREES", "SEARCH_MAX_ROWS",
            "SELECTION_RULE", "time_split", "fit_gbm", "fit_logistic",

@@ -144,7 +144,7 @@ def _row_events(policy: str, index: int, row: dict[str, str]) -> list[dict[str, 
     """The impression of one log row, followed by its click if there was one."""
     item_id = int(row["item_id"])
     user_features = [row[name] for name in _USER_FEATURES]
-    base = {"customer_id": pseudo_customer_id(user_features),
+    base: dict[str, Any] = {"customer_id": pseudo_customer_id(user_features),
             "ts": datetime_to_epoch_ms(row["timestamp"]),
             "offer_id": f"obd-item-{item_id}", "decision_id": f"obd-{policy}-{index}"}
     impression = {"event_id": f"obd-{policy}-{index}", "type": "offer_impression", **base,
