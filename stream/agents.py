@@ -106,8 +106,8 @@ async def _handle_message(rt: Runtime, key: bytes | None, value: bytes | None, m
     live.begin(offset)
     outcomes: dict[str, int] = {}
     for index, item in enumerate(items):
-        if type(item) is not Event:
-            raw = orjson.loads(value)[index] if envelope else value
+        if isinstance(item, InvalidEvent):
+            raw = orjson.loads(value or b"")[index] if envelope else value
             await _dead_letter(rt, key, raw, item, message, index if envelope else None)
             continue
         cid = item.customer_id
@@ -171,11 +171,11 @@ def register_agents(rt: Runtime) -> None:
         rt.metrics.inc("profiles_flushed_total", written)
         rt.metrics.gauges["ingest_dirty_customers"] = rt.live.dirty
 
-    @rt.app.on_partitions_revoked.connect
+    @rt.app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's stubs want a sync receiver
     async def on_revoked(app: Any, revoked: Any, **_: Any) -> None:
         await rt.live.flush()  # hand over what we applied before another worker takes over
         rt.live.clear()
 
-    @rt.app.on_partitions_assigned.connect
+    @rt.app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: Any, assigned: Any, **_: Any) -> None:
         rt.live.clear()  # the tables may have moved on while another worker owned a partition

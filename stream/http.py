@@ -9,6 +9,7 @@ missing or wrong bearer key              401
 body over the size limit                 413
 no owner known / recovery in progress    503 with ``Retry-After``
 ``models.errors.ModelError``             503
+a table write not confirmed durable      503 with ``Retry-After``
 =======================================  ======
 """
 
@@ -24,6 +25,7 @@ import orjson
 from aiohttp import web as aioweb
 
 from models.errors import ModelError, NotFound, ValidationError
+from stream.durable import ChangelogNotAcknowledged
 
 __all__ = [
     "ApiError",
@@ -134,6 +136,10 @@ def failure_response(exc: Exception, request: aioweb.Request, where: str) -> aio
         return error_response(404, "not_found", str(exc))
     if isinstance(exc, ModelError):
         return error_response(503, "model_unavailable", str(exc), {"Retry-After": "5"})
+    if isinstance(exc, ChangelogNotAcknowledged):
+        log.error("%s: %s", where, exc)
+        return error_response(503, "unavailable", f"the change was not confirmed durable: {exc}",
+                              {"Retry-After": "1"})
     if isinstance(exc, aioweb.HTTPRequestEntityTooLarge):
         return error_response(413, "too_large", f"body over {request.client_max_size} bytes")
     log.error("unhandled error in %s", where, exc_info=exc)

@@ -223,7 +223,7 @@ class LiveState:
                 if sent:
                     results = await asyncio.gather(*(future for _, _, future in sent))
                     last: dict[int, int] = {}
-                    for (partition, count, _), metadata in zip(sent, results):
+                    for (partition, count, _), metadata in zip(sent, results, strict=True):
                         last[partition] = max(last.get(partition, -1), metadata.offset + count - 1)
                     for partition, offset in last.items():
                         self.topology.profiles_persisted(partition, offset)

@@ -19,6 +19,7 @@ from faust.types import TP
 from models.consent import ConsentState
 from models.profile import Profile
 from stream.catalogue import ERASURES_TOPIC, OFFERS_TOPIC
+from stream.durable import tracked_table
 from stream.settings import Settings
 
 __all__ = ["Topology", "declare"]
@@ -126,7 +127,8 @@ class Topology:
         open_batches.clear()
         return staged
 
-    async def send_profile_batches(self, kafka_producer: Any, staged: list[tuple[int, Any]]) -> list[tuple[int, int, Any]]:
+    async def send_profile_batches(self, kafka_producer: Any,
+                                   staged: list[tuple[int, Any]]) -> list[tuple[int, int, Any]]:
         """Hand staged batches to the producer; ``(partition, records, delivery future)`` each."""
         topic = self.profiles.changelog_topic.get_topic_name()
         sent = []
@@ -163,10 +165,10 @@ class Topology:
 
 def declare(app: faust.App, settings: Settings) -> Topology:
     """Declare the topics and tables on ``app``."""
-    raw = {"key_type": str, "key_serializer": "raw", "value_serializer": "raw"}
+    raw: dict[str, Any] = {"key_type": str, "key_serializer": "raw", "value_serializer": "raw"}
     # Tables derive their serializers from the types: bytes means raw, so keys are the UTF-8
     # bytes of the customer id, exactly what an outside producer's string serializer writes.
-    table_opts = {"key_type": bytes, "value_type": bytes, "partitions": settings.partitions,
+    table_opts: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": settings.partitions,
                   "use_partitioner": True}
     return Topology(
         events=app.topic("events", partitions=settings.partitions, **raw),
@@ -174,6 +176,8 @@ def declare(app: faust.App, settings: Settings) -> Topology:
         decisions=app.topic("decisions", partitions=settings.partitions, **raw),
         dead_letter=app.topic("events-dead-letter", partitions=1, **raw),
         erasures=app.topic(ERASURES_TOPIC, partitions=1, **raw),
-        profiles=app.Table("profiles", **table_opts),
-        consent=app.Table("consent", **table_opts),
+        # tables that keep their changelog records until the broker acknowledges them: what
+        # ``Runtime.changelogs_acknowledged`` waits for before anything is acknowledged
+        profiles=tracked_table(app, "profiles", **table_opts),
+        consent=tracked_table(app, "consent", **table_opts),
     )

@@ -55,9 +55,10 @@ def _gpc_events(events: list[Event]) -> list[Event]:
     customers = dict.fromkeys(e.customer_id for e in events)
     out = []
     for cid in customers:
-        data = {"event_id": f"gpc-{uuid.uuid4().hex}", "type": "consent", "customer_id": cid, "ts": now,
+        event_id = f"gpc-{uuid.uuid4().hex}"
+        data = {"event_id": event_id, "type": "consent", "customer_id": cid, "ts": now,
                 "consent": {"gpc": True}, "source": "Sec-GPC header"}
-        out.append(Event(event_id=data["event_id"], type="consent", customer_id=cid, ts=now, data=data))
+        out.append(Event(event_id=event_id, type="consent", customer_id=cid, ts=now, data=data))
     return out
 
 
@@ -128,7 +129,7 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
     kafka: Any = app.producer
     audit = AuditLog(RecordBatchSender(lambda: kafka._ensure_producer(), decisions_topic))
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs want a sync receiver
     async def flush_audit(sender: Any, **kwargs: Any) -> None:
         await audit.flush()  # before the app flushes and stops its producer
 
@@ -178,7 +179,7 @@ def register_views(rt: Runtime) -> None:  # noqa: C901 - one small class per rou
             rt.archive_consent_call(customer_id, change, now)
             # through the live state, so a pending write-behind flush cannot bring the profile back
             erased = rt.live.erase_profile(customer_id) if "profile" in change.revoked else False
-            await rt.app.producer.flush()  # effective and durable when we answer
+            await rt.changelogs_acknowledged()  # effective and durable when we answer
             return json_response({
                 "customer_id": customer_id, "consent": change.state.basis(),
                 "granted": change.granted, "revoked": change.revoked, "ignored": change.ignored,

@@ -25,6 +25,7 @@ from stream.agents import register_agents
 from stream.app import create_app
 from stream.broker import TansuSafeTransport, kafka_metadata
 from stream.catalogue import ERASURES_TOPIC, Catalogue, TopicMirror
+from stream.durable import wait_acknowledged
 from stream.http import FORWARDED_HEADER, Unavailable
 from stream.ingest_state import LiveState
 from stream.metrics import Metrics
@@ -74,9 +75,9 @@ class Runtime:
         self.restore_target: dict[int, int] = {}  # events partition -> offset restore must reach
         self.processed: dict[int, int] = {}  # events partition -> next offset to process
         # Write-behind profiles of the ingest agent; every read and erase goes through it.
-        self.live = LiveState(self.topology, lambda: self.app.producer.flush(), self.sync_archive,
+        self.live = LiveState(self.topology, self.changelogs_acknowledged, self.sync_archive,
                               partition_of=self.events_partition,
-                              kafka_producer=lambda: self.app.producer._ensure_producer())
+                              kafka_producer=lambda: cast(Any, self.app.producer)._ensure_producer())
         # faust holds back *every* incoming message while its producer buffer has more than
         # ``max_messages`` (100) entries, until 100 of them are sent one per loop turn; a flush of
         # ~1,000 changelog messages therefore stalled ingestion for up to ~0.4 s (the freshness
@@ -161,13 +162,13 @@ class Runtime:
                 extra = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else None
                 return aioweb.Response(body=body, status=response.status, headers=extra,
                                        content_type=response.content_type)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise Unavailable(f"the owning worker did not answer ({type(exc).__name__})") from None
 
     # ---- readiness -------------------------------------------------------------------------
     def recovered(self) -> bool:
         """True once table recovery has completed and none is running."""
-        recovery = self.app.tables.recovery
+        recovery = cast(Any, self.app.tables).recovery  # TableManager's, not in faust's stub
         return (recovery.completed.is_set() and not self.app.in_recovery and not self.app.rebalancing
                 and recovery.active_remaining_total() == 0)
 
@@ -178,7 +179,7 @@ class Runtime:
 
     def probe_broker(self) -> None:
         """Ask the first bootstrap broker for metadata (blocking; run it in an executor)."""
-        host, _, port = self.settings.broker.removeprefix("kafka://").split(",")[0].rpartition(":")
+        host, _, port = (self.settings.broker or "").removeprefix("kafka://").split(",")[0].rpartition(":")
         try:
             kafka_metadata(host, int(port), timeout=1.0)
         except (OSError, ValueError) as exc:  # the broker did not answer, or not as Kafka would
@@ -242,6 +243,16 @@ class Runtime:
         metadata = await future
         await self.catalogue.wait_applied(metadata.partition, metadata.offset)
 
+    async def changelogs_acknowledged(self) -> None:
+        """Wait until the broker has acknowledged every table write made so far.
+
+        faust's producer flush hands buffered records to the Kafka client but is no barrier (it
+        can return with records still buffered: ``stream/durable.py``), so after it the tables'
+        own records are waited for one by one. Raises ``ChangelogNotAcknowledged``.
+        """
+        await self.app.producer.flush()
+        await wait_acknowledged((self.topology.profiles, self.topology.consent))
+
     async def erase(self, customer_id: str) -> dict[str, Any]:
         """Delete everything stored about a customer, everywhere, and say what was removed.
 
@@ -255,7 +266,7 @@ class Runtime:
         removed_profile = self.live.erase_profile(customer_id)
         removed_consent = self.topology.erase_consent(customer_id)
         self.live.consent_changed(customer_id)
-        await self.app.producer.flush()
+        await self.changelogs_acknowledged()  # the tombstones
         await sent
         self.archive.close()  # the rewritten files must be reopened, not written through old handles
         removed_events = purge_customer(self.settings.archive_dir, customer_id)
