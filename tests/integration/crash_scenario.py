@@ -85,6 +85,7 @@ def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: floa
     with EmbeddedBroker(log_path=tmp / "tansu.log") as broker:
         a = WorkerProcess(broker.url, tmp / "a", app_id="crash", env=env, partitions=partitions).start()
         b = WorkerProcess(broker.url, tmp / "b", app_id="crash", env=env, partitions=partitions).start()
+        kill, killed, stop = threading.Event(), threading.Event(), threading.Event()
         try:
             wait_until(lambda: group_settled([a, b], partitions), timeout=60, what="two workers sharing the partitions")
             grants = [{"event_id": f"grant-{c}", "type": "consent", "customer_id": c, "ts": now - 1000,
@@ -93,12 +94,12 @@ def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: floa
                 a.client.json("POST", "/v1/events", grants[start:start + 500], expect=202)
             wait_until(lambda: all(a.client.request("GET", f"/v1/customers/{c}")[0] == 200 for c in ids),
                        timeout=60, what="consent applied")
-            kill, killed, stop = threading.Event(), threading.Event(), threading.Event()
             statuses: Counter = Counter()
             bad: list[str] = []
             producer = threading.Thread(target=lambda: asyncio.run(
-                _produce(broker.bootstrap, sent, rate, kill_after, killed, kill)))
-            scorer = threading.Thread(target=_scores, args=(a, ids, stop, statuses, bad))
+                _produce(broker.bootstrap, sent, rate, kill_after, killed, kill)), daemon=True)
+            # daemons, and stopped in ``finally``: a failed check must not leave pytest waiting on them
+            scorer = threading.Thread(target=_scores, args=(a, ids, stop, statuses, bad), daemon=True)
             producer.start()
             scorer.start()
             if not kill.wait(timeout=120):
@@ -120,6 +121,7 @@ def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: floa
             time.sleep(2.0)  # a late replay would show up as a count above the truth
             final = _counts(a, ids)
         finally:
+            stop.set()
             b.stop()
             a.stop()
     return {
