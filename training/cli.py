@@ -313,17 +313,29 @@ def _obd_ope(data: TrainingData, result: ReplayResult, gbm: Any, test: np.ndarra
 
 
 def _gate(evaluation: dict[str, Any], allow_worse: bool) -> dict[str, Any]:
+    """Pass only if the GBM's test AUC is above every baseline's, clearly: the paired-bootstrap 95 %
+    interval of each difference lies above 0. A point estimate ahead by a hair is not "better"
+    (on the Open Bandit sample the GBM led the logistic baseline by 0.0001 with an interval of
+    about ±0.09)."""
     auc = evaluation["model"]["auc"]
-    rivals = {name: b["auc"] for name, b in evaluation["baselines"].items()}
+    rivals = {name: b["auc"] for name, b in evaluation["baselines"].items() if b["auc"] is not None}
+    versus = (evaluation.get("uncertainty") or {}).get("vs", {})
     if auc is None:
-        passed, reason = False, "the test split holds one class only: AUC is undefined"
+        return {"passed": False, "reason": "the test split holds one class only: AUC is undefined",
+                "allow_worse": allow_worse}
+    ahead: list[str] = []
+    behind: list[str] = []
+    for name, rival in rivals.items():
+        interval = versus.get(name, {}).get("ci95")
+        text = f"{name} {rival:.4f}"
+        if interval is not None:
+            text += f" (difference {auc - rival:+.4f}, 95 % interval [{interval[0]:+.4f}, {interval[1]:+.4f}])"
+        (ahead if auc > rival and interval is not None and interval[0] > 0 else behind).append(text)
+    if behind:
+        reason = f"GBM test AUC {auc:.4f} is not clearly above " + "; ".join(behind)
     else:
-        behind = [f"{n} {a:.4f}" for n, a in rivals.items() if a is not None and a >= auc]
-        passed = not behind
-        reason = (f"GBM test AUC {auc:.4f} > " + ", ".join(f"{n} {a:.4f}" for n, a in rivals.items()
-                                                          if a is not None)) if passed \
-            else f"GBM test AUC {auc:.4f} is not above " + ", ".join(behind)
-    return {"passed": passed, "reason": reason, "allow_worse": allow_worse}
+        reason = f"GBM test AUC {auc:.4f} is clearly above " + "; ".join(ahead)
+    return {"passed": not behind, "reason": reason, "allow_worse": allow_worse}
 
 
 def _export(data: TrainingData, result: ReplayResult, fitted: dict[str, Any], test: np.ndarray,
