@@ -59,6 +59,7 @@ class Settings:
     exploration: str = "greedy"
     registry: Path | None = None
     store: str = "offerstream-rocksdb://"
+    event_loop: str = ""  # "uvloop", "asyncio", or "" = uvloop where installed
 
     def __repr__(self) -> str:
         shown = {f.name: ("***" if f.name in SECRET_FIELDS and getattr(self, f.name) else getattr(self, f.name))
@@ -106,6 +107,7 @@ def load_settings(**overrides: Any) -> Settings:
         "log_level": env.get("OFFERSTREAM_LOG_LEVEL", "WARNING"),
         "model_poll_s": float(env.get("OFFERSTREAM_MODEL_POLL_S", "2.0")),
         "exploration": env.get("OFFERSTREAM_EXPLORATION", "greedy"),
+        "event_loop": env.get("OFFERSTREAM_EVENT_LOOP", ""),
         "registry": Path(env["OFFERSTREAM_REGISTRY"]) if env.get("OFFERSTREAM_REGISTRY") else None,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
