@@ -32,6 +32,8 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 
+from stream.record_batches import append_record, close_batches
+
 __all__ = ["AuditLog", "NotHandedOver", "RecordBatchSender", "one_by_one"]
 
 log = logging.getLogger("offerstream.audit")
@@ -101,26 +103,23 @@ class RecordBatchSender:
             partitions = sorted(await producer.partitions_for(self.topic))
         except Exception as exc:
             raise NotHandedOver(records) from exc
-        builders: dict[int, tuple[Any, list[Record]]] = {}
+        open_batches: dict[int, Any] = {}
+        held: dict[int, list[Record]] = {}  # partition -> the records of its open batch
         full: list[tuple[int, Any, list[Record]]] = []
         for key, value in records:
             partition = self.partition(key, partitions)
-            batch, held = builders.get(partition) or (None, [])
-            if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
-                if batch is not None:  # full: hand it over, start another
-                    full.append((partition, batch, held))
-                batch, held = producer.create_batch(), []
-                batch.append(key=key, value=value, timestamp=None)  # a first record always fits
-            held.append((key, value))
-            builders[partition] = (batch, held)
-        full.extend((partition, batch, held) for partition, (batch, held) in builders.items())
-        for i, (partition, batch, held) in enumerate(full):
-            batch.close()
+            filled = append_record(open_batches, partition, key, value, producer.create_batch)
+            if filled is not None:  # the record started a new batch
+                full.append((partition, filled, held.pop(partition)))
+            held.setdefault(partition, []).append((key, value))
+        full.extend((partition, batch, held[partition]) for partition, batch in close_batches(open_batches))
+        for i, (partition, batch, batch_records) in enumerate(full):
             try:
                 delivery = await producer.send_batch(batch, self.topic, partition=partition)
             except Exception as exc:
                 raise NotHandedOver([r for _, _, rest in full[i:] for r in rest]) from exc
-            delivery.add_done_callback(lambda done, held=held: _check_delivery(done, held, on_lost))
+            delivery.add_done_callback(
+                lambda done, held=batch_records: _check_delivery(done, held, on_lost))
 
 
 def _check_delivery(done: asyncio.Future[Any], held: list[Record], on_lost: OnLost) -> None:

@@ -20,6 +20,7 @@ from models.consent import ConsentState
 from models.profile import Profile
 from stream.catalogue import ERASURES_TOPIC, OFFERS_TOPIC
 from stream.durable import tracked_table
+from stream.record_batches import append_record, close_batches
 from stream.settings import Settings
 
 __all__ = ["Topology", "declare"]
@@ -92,14 +93,9 @@ class Topology:
         self._store_profiles(keys, items)
         full: list[tuple[int, Any]] = []
         for key, (_, partition, value) in zip(keys, items, strict=True):
-            batch = open_batches.get(partition)
-            if batch is None:
-                batch = open_batches[partition] = kafka_producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full: start another
-                batch.close()
-                full.append((partition, batch))
-                batch = open_batches[partition] = kafka_producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)  # a first record always fits
+            filled = append_record(open_batches, partition, key, value, kafka_producer.create_batch)
+            if filled is not None:
+                full.append((partition, filled))
         return full
 
     def _store_profiles(self, keys: list[bytes], items: list[tuple[str, int, bytes]]) -> None:
@@ -110,22 +106,10 @@ class Topology:
             set_many([(key, value, partition)
                       for key, (_, partition, value) in zip(keys, items, strict=True)])
             return
-        set_in_partition = getattr(store, "set_in_partition", None)
-        for key, (_, partition, value) in zip(keys, items, strict=True):
-            if set_in_partition is not None:
-                set_in_partition(key, value, partition)
-            else:
-                store[key] = value
+        for key, (_, _, value) in zip(keys, items, strict=True):  # another store (memory, tests)
+            store[key] = value
 
-    @staticmethod
-    def close_batches(open_batches: dict[int, Any]) -> list[tuple[int, Any]]:
-        """Close the batches still being filled (nothing else joins a closed batch)."""
-        staged = []
-        for partition, batch in open_batches.items():
-            batch.close()
-            staged.append((partition, batch))
-        open_batches.clear()
-        return staged
+    close_batches = staticmethod(close_batches)  # the batches still being filled, closed
 
     async def send_profile_batches(self, kafka_producer: Any,
                                    staged: list[tuple[int, Any]]) -> list[tuple[int, int, Any]]:

@@ -64,6 +64,10 @@ class FakeStore(dict):
     def set_in_partition(self, key: bytes, value: bytes, partition: int) -> None:
         self[key] = (partition, value)
 
+    def set_many_in_partitions(self, items: list[tuple[bytes, bytes, int]]) -> None:
+        for key, value, partition in items:
+            self.set_in_partition(key, value, partition)
+
     def set_persisted_offset(self, tp: Any, offset: int) -> None:
         assert tp.topic == TOPIC
         self.persisted[tp.partition] = offset
