@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from models.catalog import Offer, ineligibility, parse_offer
+from models.catalog import Offer, parse_offer
 from models.consent import FLAGS, ConsentState, restrict
 from models.decision import decide, hash_customer_id
 from models.events import parse_event
-from models.features import FEATURE_NAMES, vectorize_rows
+from models.features import FEATURE_NAMES
 from models.profile import Profile
 from tests.unit.test_decision import CUSTOMER, DAY, KEY, NOW, FakeScorer, consent, request
+from tests.unit.test_decision import _reference as eligibility_reference
 from training.popularity import OfferStats
 
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -51,23 +52,8 @@ def reference(req: Any, state: ConsentState, prof: Profile | None, cat: Mapping[
               decision_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     flags = restrict(state.flags, req.consent)
     personalized = flags["personalize"] and flags["profile"] and prof is not None
-    used = prof if personalized else None
-    ids = req.candidates if req.candidates is not None else sorted(cat)
-    filtered, eligible = [], []
-    for offer_id in ids:
-        offer = cat.get(offer_id)
-        if offer is None:
-            filtered.append({"offer_id": offer_id, "reason": "unknown_offer"})
-            continue
-        capped = used is not None and offer.max_impressions_per_day
-        seen = used.impressions_today(offer_id, now) if capped else 0  # type: ignore[union-attr]
-        reason = ineligibility(offer, flags, state.exclude_categories, state.dismissed, seen, now)
-        if reason is None:
-            eligible.append(offer)
-        else:
-            filtered.append({"offer_id": offer_id, "reason": reason})
-    eligible.sort(key=lambda o: o.offer_id)
-    X = vectorize_rows(used, eligible, req.context, now, scorer.offer_stats)
+    # eligibility offer by offer and the row-by-row features: test_decision's reference
+    filtered, eligible, X = eligibility_reference(req, state, prof, cat, now, scorer.offer_stats)
     scores = scorer.score(X)
     # a stable sort: equal scores keep the offer-id order
     order = sorted(range(len(eligible)), key=lambda i: -float(scores[i]))[: req.k]
