@@ -2,7 +2,8 @@
 # A real Apache Kafka (KRaft, no ZooKeeper, no Docker) on loopback, from Maven Central's jars.
 #
 #   scripts/kafka.sh fetch                       fetch the broker + tools jars once; prints the jar dir
-#   scripts/kafka.sh start DIR [--brokers 3]     format and start a cluster in DIR; prints the bootstrap list
+#   scripts/kafka.sh start DIR [--brokers 3] [--set KEY=VALUE ...]
+#                                                format and start a cluster in DIR; prints the bootstrap list
 #   scripts/kafka.sh stop DIR                    stop the cluster started in DIR
 #   scripts/kafka.sh status DIR                  print DIR's cluster.json if its nodes run
 #
@@ -105,7 +106,7 @@ case "$cmd" in
     exec "$(python_bin)" -m tests.kafka_cluster "$cmd" "$@"
     ;;
   *)
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

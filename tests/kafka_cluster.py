@@ -5,7 +5,7 @@ repository; everything else -- ports, the broker configuration, formatting, star
 killing -- is done here, and ``scripts/kafka.sh start|stop|status`` calls this module's command
 line::
 
-    python -m tests.kafka_cluster start DIR [--brokers 3]   # prints the bootstrap list, detaches
+    python -m tests.kafka_cluster start DIR [--brokers 3] [--set KEY=VALUE ...]   # prints the bootstrap list, detaches
     python -m tests.kafka_cluster stop DIR
     python -m tests.kafka_cluster status DIR
 
@@ -603,6 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     start.add_argument("dir", type=Path)
     start.add_argument("--brokers", type=int, default=3)
     start.add_argument("--timeout", type=float, default=120.0)
+    start.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a broker setting over the test defaults (repeatable), e.g. min.insync.replicas=1")
     stop = sub.add_parser("stop", help="stop the cluster started in DIR")
     stop.add_argument("dir", type=Path)
     status = sub.add_parser("status", help="print DIR's cluster.json if all its nodes run")
@@ -610,7 +612,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.cmd == "start":
-        cluster = KafkaCluster(args.dir, brokers=args.brokers, detach=True)
+        bad = [item for item in args.set if "=" not in item]
+        if bad:
+            parser.error(f"--set needs KEY=VALUE, not {bad}")
+        overrides = dict(item.split("=", 1) for item in args.set)
+        cluster = KafkaCluster(args.dir, brokers=args.brokers, overrides=overrides, detach=True)
         try:
             cluster.start(timeout=args.timeout)
         except Exception as exc:  # noqa: BLE001
