@@ -28,6 +28,7 @@ import atexit
 import base64
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -41,6 +42,7 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_SH = REPO / "scripts" / "kafka.sh"
@@ -233,6 +235,9 @@ def _pid_alive(pid: int, marker: str) -> bool:
     return True
 
 
+_RDKAFKA_LOG = logging.getLogger("tests.kafka_cluster.rdkafka")
+_RDKAFKA_LOG.setLevel(logging.ERROR)
+
 _LIVE: weakref.WeakSet[KafkaCluster] = weakref.WeakSet()
 
 
@@ -274,7 +279,8 @@ class KafkaCluster:
                         "transaction.state.log.replication.factor",
                         "share.coordinator.state.topic.replication.factor"):
                 self.overrides.setdefault(key, rf)
-            for key in ("min.insync.replicas", "transaction.state.log.min.isr", "share.coordinator.state.topic.min.isr"):
+            for key in ("min.insync.replicas", "transaction.state.log.min.isr",
+                        "share.coordinator.state.topic.min.isr"):
                 self.overrides.setdefault(key, str(min(2, brokers)))
         self.extra_listeners = {k: list(v) for k, v in (extra_listeners or {}).items()}
         self.heap = heap
@@ -486,11 +492,12 @@ class KafkaCluster:
 
     # -- metadata ----------------------------------------------------------------------------
 
-    def _admin(self, bootstrap: str | None = None):  # noqa: ANN202 - confluent_kafka has no stubs
+    def _admin(self, bootstrap: str | None = None) -> Any:
         from confluent_kafka.admin import AdminClient
 
-        return AdminClient({"bootstrap.servers": bootstrap or self.bootstrap, "log_level": 3,
-                            "logger": _QuietLogger()})
+        # librdkafka logs every refused connection while a node is down: keep only errors.
+        conf: dict[str, Any] = {"bootstrap.servers": bootstrap or self.bootstrap, "logger": _RDKAFKA_LOG}
+        return AdminClient(conf)
 
     def live_nodes(self) -> list[int]:
         return [nid for nid in self.nodes if self.alive(nid)]
@@ -553,14 +560,29 @@ class KafkaCluster:
     def console_producer_cmd(self, topic: str, key_separator: str = ":", *, acks: str = "all",
                              extra: Sequence[str] = ()) -> list[str]:
         """argv for Kafka's Java console producer reading ``key<sep>value`` lines from stdin."""
+        # Kafka 4.2+ renamed --property/--producer-property (still accepted, deprecated); 4.0/4.1 know only those.
+        reader, producer = (("--reader-property", "--command-property") if self._tools_have("reader-property")
+                            else ("--property", "--producer-property"))
         return self.tool_cmd(
             "org.apache.kafka.tools.ConsoleProducer",
             "--bootstrap-server", self.bootstrap, "--topic", topic,
-            "--reader-property", "parse.key=true",
-            "--reader-property", f"key.separator={key_separator}",
-            "--command-property", f"acks={acks}",
+            reader, "parse.key=true",
+            reader, f"key.separator={key_separator}",
+            producer, f"acks={acks}",
             *extra,
         )
+
+    def _tools_have(self, option: str) -> bool:
+        """Whether the fetched kafka-tools' ConsoleProducer knows ``--option``."""
+        import zipfile
+
+        self.classpath  # noqa: B018 - fetches the jars if needed
+        assert self.jars is not None
+        for jar in self.jars.glob("kafka-tools-[0-9]*.jar"):
+            with zipfile.ZipFile(jar) as zf:
+                data = zf.read("org/apache/kafka/tools/ConsoleProducer$ConsoleProducerOptions.class")
+                return option.encode() in data
+        return False
 
     def tail(self, node_id: int, lines: int = 30) -> str:
         node = self.nodes[node_id]
@@ -587,13 +609,6 @@ class KafkaCluster:
                 pid=n["pid"])
         cluster.jars = Path(state["classpath"].rstrip("*").rstrip("/"))
         return cluster
-
-
-class _QuietLogger:
-    """librdkafka logs connection refusals while a node is down; tests don't need them."""
-
-    def log(self, *args: object) -> None:  # pragma: no cover - called by librdkafka
-        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
