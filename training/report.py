@@ -38,6 +38,8 @@ __all__ = [
     "auc_standard_error",
     "bootstrap_auc",
     "lift_table",
+    "PLOTS_HINT",
+    "PlotsUnavailable",
     "write_plots",
     "write_metrics_json",
     "write_report_md",
@@ -207,8 +209,19 @@ def score_metrics(y: np.ndarray, p: np.ndarray, groups: np.ndarray, k: int = 3) 
 
 # ---- plots --------------------------------------------------------------------------------
 
+#: What to install for the plots (matplotlib is not a dependency of a plain install).
+PLOTS_HINT = "pip install 'offerstream[train]'"
+
+
+class PlotsUnavailable(RuntimeError):
+    """matplotlib cannot be imported: the report is written without plots."""
+
+
 def _pyplot():  # type: ignore[no-untyped-def]
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotsUnavailable(f"matplotlib is not installed ({PLOTS_HINT} adds the plots)") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -218,7 +231,13 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 def write_plots(out_dir: Path, y: np.ndarray, scores: Mapping[str, np.ndarray],
                 importance: Sequence[tuple[str, float, float]]) -> dict[str, str]:
-    """ROC, calibration, lift and feature-importance PNGs; returns ``{plot: file name}``."""
+    """ROC, calibration, lift and feature-importance PNGs; returns ``{plot: file name}``.
+
+    Raises
+    ------
+    PlotsUnavailable
+        If matplotlib is not installed (nothing is written then).
+    """
     from sklearn.metrics import roc_curve
 
     plt = _pyplot()
@@ -370,8 +389,9 @@ def _cost_lines(m: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def write_report_md(out_dir: Path, m: Mapping[str, Any], plots: Mapping[str, str]) -> Path:
-    """The readable report; links every plot in ``plots``."""
+def write_report_md(out_dir: Path, m: Mapping[str, Any], plots: Mapping[str, str],
+                    no_plots: str | None = None) -> Path:
+    """The readable report; links every plot in ``plots``, or says ``no_plots`` (why there are none)."""
     gate = m["gate"]
     lines = [
         f"# offerstream training report: {m['dataset']}", "",
@@ -391,6 +411,8 @@ def write_report_md(out_dir: Path, m: Mapping[str, Any], plots: Mapping[str, str
         "## Off-policy estimates", "", *_ope_lines(m["ope"]), "",
         "## Plots", "",
     ]
+    if no_plots:
+        lines += [f"No plots: {no_plots}.", ""]
     for title, key in (("ROC", "roc"), ("Calibration", "calibration"), ("Lift", "lift"),
                        ("Feature importance", "importance")):
         if key in plots:

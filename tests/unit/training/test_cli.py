@@ -129,16 +129,17 @@ def test_bad_line_names_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"{path}:2: customer_id" in capsys.readouterr().err
 
 
-def test_missing_file_and_missing_offers_are_readable_errors(tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture) -> None:
+def test_missing_file_and_missing_input_are_readable_errors(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
     offers = _write(tmp_path / "offers.jsonl", _offers())
     missing = tmp_path / "nope.jsonl"
     assert main(["train", "--events", str(missing), "--offers", str(offers), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"{missing}: no such file" in err and "Traceback" not in err
-    assert main(["train", "--events", str(offers), "--out", str(tmp_path)]) == 2
-    assert "--offers FILE is required" in capsys.readouterr().err
+    assert main(["train", "--events", str(offers), "--out", str(tmp_path)]) == 2  # offers are no events
+    assert f"{offers}:1: event_id" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path)]) == 2
+    assert "give --events PATH..., --archive DATA_DIR or --dataset NAME" in capsys.readouterr().err
 
 
 def test_until_and_merge_of_files(tmp_path: Path) -> None:
