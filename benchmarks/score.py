@@ -75,7 +75,7 @@ def in_process(n: int, served: Any = None, customers: int = 50) -> dict[str, Any
     """
     from models.catalog import parse_offer
     from models.consent import ConsentState, apply_update, parse_update
-    from models.decision import decide, parse_score_request
+    from models.decision import CandidateCache, decide, parse_score_request
     from models.events import parse_event
     from models.profile import Profile
     from models import features
@@ -90,14 +90,16 @@ def in_process(n: int, served: Any = None, customers: int = 50) -> dict[str, Any
     raw_consent, raw_profile = orjson.dumps(consent.to_dict()), orjson.dumps(profile.to_dict())
     request = parse_score_request({"customer_id": "c0", "k": 5, "candidates": list(catalog)})
     scorer = FallbackScorer()
+    cache = CandidateCache()  # the worker's score route keeps one too
 
     def naive() -> None:
         c = ConsentState.from_dict(orjson.loads(raw_consent))
         p = Profile.from_dict(orjson.loads(raw_profile))
-        decide(request, c, p, catalog, scorer, int(time.time() * 1000), uuid.uuid4().hex, b"k")
+        decide(request, c, p, catalog, scorer, int(time.time() * 1000), uuid.uuid4().hex, b"k", cache=cache)
 
     def live() -> None:
-        decide(request, consent, profile, catalog, scorer, int(time.time() * 1000), uuid.uuid4().hex, b"k")
+        decide(request, consent, profile, catalog, scorer, int(time.time() * 1000), uuid.uuid4().hex, b"k",
+               cache=cache)
 
     out = {}
     for name, fn in (("naive", naive), ("optimized", live)):
@@ -125,7 +127,7 @@ def _served(n: int, scorer: Any, customers: int) -> dict[str, Any]:
     and its thread CPU per call, comparable with the worker's ``worker_decide_ms``."""
     from models.catalog import parse_offer
     from models.consent import ConsentState, apply_update, parse_update
-    from models.decision import decide, parse_score_request
+    from models.decision import CandidateCache, decide, parse_score_request
     from models.events import parse_event
     from models.profile import Profile
 
@@ -139,13 +141,13 @@ def _served(n: int, scorer: Any, customers: int) -> dict[str, Any]:
     ids = [o["offer_id"] for o in offers()]
     requests = [parse_score_request(orjson.loads(orjson.dumps({"customer_id": f"c{i}", "k": 5, "candidates": ids})))
                 for i in range(customers)]
-    times = []
+    times, cache = [], CandidateCache()  # the worker's score route keeps one too
     cpu = time.thread_time()
     for i in range(n):
         request = requests[i % customers]
         t = time.perf_counter()
         decide(request, consent, profiles.get(request.customer_id), catalog, scorer, int(time.time() * 1000),
-               uuid.uuid4().hex, b"k")
+               uuid.uuid4().hex, b"k", cache=cache)
         times.append((time.perf_counter() - t) * 1000)
     return {**summarize(times), "cpu_ms_per_call": round(1000 * (time.thread_time() - cpu) / n, 3),
             "model": scorer.version}

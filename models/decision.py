@@ -21,17 +21,27 @@ from models.catalog import Offer, ineligibility
 from models.consent import ConsentState, ConsentUpdate, parse_update, restrict
 from models.errors import InvalidConsent, InvalidRequest
 from models.exploration import Exploration, choose
-from models.features import FEATURE_NAMES, Context, OfferSet, offer_set, parse_context, vectorize, vectorize_set
+from models.features import (
+    FEATURE_INDEX,
+    Context,
+    OfferSet,
+    OfferSetCache,
+    parse_context,
+    vectorize,
+    vectorize_set,
+)
 from models.profile import Profile
 from models.scorer import Scorer
 
-__all__ = ["ScoreRequest", "parse_score_request", "decide", "hash_customer_id", "MAX_K", "MAX_CANDIDATES"]
+__all__ = ["ScoreRequest", "parse_score_request", "decide", "CandidateCache", "hash_customer_id", "MAX_K",
+           "MAX_CANDIDATES"]
 
 MAX_K = 100
 GREEDY = Exploration()
 _RNG = random.Random()  # noqa: S311 - exploration draws, not secrets
 MAX_CANDIDATES = 2000
-_F = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_AFFINITY_30D, _CART_HAS_CATEGORY = FEATURE_INDEX["cat_affinity_30d"], FEATURE_INDEX["cart_has_category"]
+_CATEGORY_MATCH, _POPULARITY_RATE = FEATURE_INDEX["ctx_category_match"], FEATURE_INDEX["popularity_rate"]
 _OFFER_ID = operator.attrgetter("offer_id")
 _IS_STR = str.__instancecheck__
 
@@ -92,45 +102,85 @@ def hash_customer_id(key: bytes, customer_id: str) -> str:
 
 def _reasons(x: np.ndarray, offer: Offer, personalized: bool) -> list[str]:
     out = []
-    if personalized and x[_F["cat_affinity_30d"]] >= 0.2:
+    if personalized and x[_AFFINITY_30D] >= 0.2:
         out.append(f"you often shop {offer.category}")
-    if personalized and x[_F["cart_has_category"]] > 0:
+    if personalized and x[_CART_HAS_CATEGORY] > 0:
         out.append(f"matches {offer.category} in your cart")
-    if x[_F["ctx_category_match"]] > 0:
+    if x[_CATEGORY_MATCH] > 0:
         out.append(f"matches the {offer.category} page you are on")
-    if x[_F["popularity_rate"]] > 0:
+    if x[_POPULARITY_RATE] > 0:
         out.append("popular with other shoppers")
     if offer.discount_pct > 0:
         out.append(f"{offer.discount_pct:g}% off")
     return out or ["available to you now"]
 
 
-_CANDIDATES: dict[tuple[str, ...], tuple[tuple[Offer | None, ...], OfferSet | None, dict[str, int], bool]] = {}
-_MAX_CANDIDATE_SETS = 32
+_Entry = tuple[tuple[Offer | None, ...], OfferSet | None, dict[str, int], bool]
 
 
-def _candidates(ids: Sequence[str], catalog: Mapping[str, Offer],
-                ) -> tuple[list[Offer | None], OfferSet | None, dict[str, int], bool]:
-    """The catalogue's offers for ``ids`` now, and their :class:`OfferSet` sorted by offer id.
+class CandidateCache:
+    """What :func:`decide` keeps between calls about the candidate lists it was asked for.
 
-    Returns ``(looked_up, candidates, positions, unknown)``: the offer (or ``None``) for each id,
-    the sorted set of the known ones, ``offer_id -> index among the known ones in request order``,
-    and whether an id is unknown. Cached by the tuple of ids (a few sets, least recently used out);
-    an entry is used only if every id still maps to the very same offer object, so an offer
-    updated, added or removed in the catalogue never meets stale columns.
+    Its caller owns it: the worker's score route creates one and passes it to every
+    :func:`decide`; a replay or a test creates its own. Entries are keyed by the tuple of
+    requested ids, the last ``max_lists`` of them kept (least recently used out); an entry is used
+    only if every id still maps to the very same offer object, so an offer updated, added or
+    removed in the catalogue never meets stale columns.
+
+    Parameters
+    ----------
+    max_lists : int
+        Candidate lists kept.
+    offer_sets : OfferSetCache, optional
+        Where the sorted :class:`~models.features.OfferSet` s come from (a new one by default).
+
+    Examples
+    --------
+    >>> from models.catalog import parse_offer
+    >>> catalog = {i: parse_offer({"offer_id": i, "category": "shoes"}) for i in ("b", "a")}
+    >>> cache = CandidateCache()
+    >>> looked_up, candidates, positions, unknown = cache.lookup(("b", "a", "x"), catalog)
+    >>> candidates.ids, positions, unknown
+    (['a', 'b'], {'b': 0, 'a': 1}, True)
+    >>> cache.lookup(("b", "a", "x"), catalog)[1] is candidates
+    True
     """
-    key = ids if isinstance(ids, tuple) else tuple(ids)
-    looked_up = list(map(catalog.get, key))
-    hit = _CANDIDATES.pop(key, None)
-    if hit is None or not all(map(operator.is_, hit[0], looked_up)):
-        known = [offer for offer in looked_up if offer is not None]
-        by_id = offer_set(sorted(known, key=_OFFER_ID)) if known else None  # the same set in any order
-        hit = (tuple(looked_up), by_id, {offer.offer_id: i for i, offer in enumerate(known)},
-               len(known) < len(looked_up))
-        while len(_CANDIDATES) >= _MAX_CANDIDATE_SETS:
-            _CANDIDATES.pop(next(iter(_CANDIDATES)), None)
-    _CANDIDATES[key] = hit  # most recently used last
-    return looked_up, hit[1], hit[2], hit[3]
+
+    __slots__ = ("max_lists", "offer_sets", "_lists")
+
+    def __init__(self, max_lists: int = 32, offer_sets: OfferSetCache | None = None) -> None:
+        self.max_lists = max_lists
+        self.offer_sets = OfferSetCache() if offer_sets is None else offer_sets
+        self._lists: dict[tuple[str, ...], _Entry] = {}  # most recently used last
+
+    def __len__(self) -> int:
+        return len(self._lists)
+
+    def lookup(self, ids: Sequence[str], catalog: Mapping[str, Offer],
+               ) -> tuple[list[Offer | None], OfferSet | None, dict[str, int], bool]:
+        """The catalogue's offers for ``ids`` now, and their :class:`OfferSet` sorted by offer id.
+
+        Returns
+        -------
+        tuple
+            ``(looked_up, candidates, positions, unknown)``: the offer (or ``None``) for each id,
+            the sorted set of the known ones (``None`` if none is known), ``offer_id -> index
+            among the known ones in request order``, and whether an id is unknown.
+        """
+        key = ids if isinstance(ids, tuple) else tuple(ids)
+        looked_up = list(map(catalog.get, key))
+        lists = self._lists
+        hit = lists.pop(key, None)
+        if hit is None or not all(map(operator.is_, hit[0], looked_up)):
+            known = [offer for offer in looked_up if offer is not None]
+            # the same set in any order
+            by_id = self.offer_sets.get(sorted(known, key=_OFFER_ID)) if known else None
+            hit = (tuple(looked_up), by_id, {offer.offer_id: i for i, offer in enumerate(known)},
+                   len(known) < len(looked_up))
+            while len(lists) >= self.max_lists:
+                lists.pop(next(iter(lists)), None)
+        lists[key] = hit
+        return looked_up, hit[1], hit[2], hit[3]
 
 
 def _eligibility(ids: Sequence[str], looked_up: Sequence[Offer | None], flags: Mapping[str, bool],
@@ -214,30 +264,15 @@ def _greedy(scores: np.ndarray, k: int) -> list[tuple[int, float]] | None:
     return [(i, 1.0) for i in np.argsort(-scores, kind="stable")[:k].tolist()]
 
 
-def decide(
-    request: ScoreRequest,
-    consent: ConsentState,
-    profile: Profile | None,
-    catalog: Mapping[str, Offer],
-    scorer: Scorer,
-    now_ms: int,
-    decision_id: str,
-    hash_key: bytes,
-    exploration: Exploration = GREEDY,
-    rng: random.Random | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Make one decision; return ``(response, audit_record)``.
-
-    The profile is read only if the effective flags (stored consent narrowed by the request's
-    own signals) grant both ``profile`` and ``personalize``. Candidates are sorted by offer id
-    before scoring, so ties break the same way on every worker; ``exploration`` chooses the
-    slate (greedy by default) and each returned offer carries its ``propensity``.
-    """
-    flags = restrict(consent.flags, request.consent)
-    personalized = flags["personalize"] and flags["profile"] and profile is not None
-    used_profile = profile if personalized else None
+def _candidate_rows(request: ScoreRequest, catalog: Mapping[str, Offer], flags: Mapping[str, bool],
+                    consent: ConsentState, used_profile: Profile | None,
+                    offer_stats: Mapping[str, Sequence[float]], now_ms: int, cache: CandidateCache,
+                    ) -> tuple[list[Offer], list[dict[str, str]], np.ndarray]:
+    """``(eligible, filtered, X)``: the eligible offers sorted by id, the filtered ones with their
+    reason in request order, and the eligible offers' feature matrix."""
+    context = request.context
     ids: Sequence[str] = request.candidates if request.candidates is not None else sorted(catalog)
-    looked_up, candidates, positions, unknown = _candidates(ids, catalog)
+    looked_up, candidates, positions, unknown = cache.lookup(ids, catalog)
     if candidates is not None and candidates.unique:
         # one row per known candidate, sorted by offer id: ties in score break by offer id everywhere
         bad = _ineligible_rows(candidates, flags, consent, used_profile, now_ms)
@@ -256,15 +291,49 @@ def decide(
         else:
             eligible = list(candidates.offers)
         if len(eligible) > 1:
-            X = vectorize_set(candidates, used_profile, request.context, now_ms, scorer.offer_stats)
+            X = vectorize_set(candidates, used_profile, context, now_ms, offer_stats)
             if bad:
                 X = X[rows]
         else:  # what vectorize does for one row (and none)
-            X = vectorize(used_profile, eligible, request.context, now_ms, scorer.offer_stats)
+            X = vectorize(used_profile, eligible, context, now_ms, offer_stats)
     else:  # no known candidate, or an offer id twice: offer by offer, in request order
         eligible, filtered = _eligibility(ids, looked_up, flags, consent, used_profile, now_ms)
         eligible.sort(key=_OFFER_ID)  # ties in score break by offer id everywhere
-        X = vectorize(used_profile, eligible, request.context, now_ms, scorer.offer_stats)
+        X = vectorize(used_profile, eligible, context, now_ms, offer_stats, cache.offer_sets)
+    return eligible, filtered, X
+
+
+def decide(
+    request: ScoreRequest,
+    consent: ConsentState,
+    profile: Profile | None,
+    catalog: Mapping[str, Offer],
+    scorer: Scorer,
+    now_ms: int,
+    decision_id: str,
+    hash_key: bytes,
+    exploration: Exploration = GREEDY,
+    rng: random.Random | None = None,
+    cache: CandidateCache | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Make one decision; return ``(response, audit_record)``.
+
+    The profile is read only if the effective flags (stored consent narrowed by the request's
+    own signals) grant both ``profile`` and ``personalize``. Candidates are sorted by offer id
+    before scoring, so ties break the same way on every worker; ``exploration`` chooses the
+    slate (greedy by default) and each returned offer carries its ``propensity``.
+
+    ``cache`` is the caller's :class:`CandidateCache` (the score route keeps one for the worker's
+    life). Without one nothing is kept between calls: the same answer, but the candidates'
+    offer-only columns are built on every call.
+    """
+    if cache is None:
+        cache = CandidateCache(max_lists=1)
+    flags = restrict(consent.flags, request.consent)
+    personalized = flags["personalize"] and flags["profile"] and profile is not None
+    used_profile = profile if personalized else None
+    eligible, filtered, X = _candidate_rows(request, catalog, flags, consent, used_profile, scorer.offer_stats,
+                                            now_ms, cache)
     scores = scorer.score(X)
     slate = _greedy(scores, request.k) if exploration.mode == "greedy" else None
     if slate is None:

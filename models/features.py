@@ -13,16 +13,20 @@ Examples
 >>> X = vectorize(None, offers, Context(channel="web"), 1_700_000_000_000)
 >>> X.shape == (1, len(FEATURE_NAMES)), X.dtype.name
 (True, 'float32')
->>> float(X[0, FEATURE_NAMES.index("personalized")]), round(float(X[0, FEATURE_NAMES.index("discount")]), 6)
+>>> float(X[0, FEATURE_INDEX["personalized"]]), round(float(X[0, FEATURE_INDEX["discount"]]), 6)
 (0.0, 0.1)
+
+A caller that vectorizes the same candidates again and again (the score route, a replay) owns an
+:class:`OfferSetCache` and passes it as ``offer_sets``; nothing is cached across callers.
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -36,6 +40,7 @@ from models.profile import CATEGORY_HALF_LIVES_MS, DAY_MS, HOUR_MS, Profile
 __all__ = [
     "FEATURE_SCHEMA_VERSION",
     "FEATURE_NAMES",
+    "FEATURE_INDEX",
     "CUSTOMER_FEATURES",
     "Context",
     "parse_context",
@@ -43,7 +48,7 @@ __all__ = [
     "vectorize_rows",
     "customer_features",
     "OfferSet",
-    "offer_set",
+    "OfferSetCache",
     "vectorize_set",
 ]
 
@@ -76,7 +81,52 @@ CONTEXT_FEATURES = (
     "ctx_category_match", "ctx_offer_affinity", "ctx_position",
 )
 FEATURE_NAMES: tuple[str, ...] = CUSTOMER_FEATURES + PAIR_FEATURES + OFFER_FEATURES + CONTEXT_FEATURES
-_N_CUST, _N_PAIR, _N_OFFER = len(CUSTOMER_FEATURES), len(PAIR_FEATURES), len(OFFER_FEATURES)
+#: ``name -> column``: every column position in this module is read from it or from :func:`_columns`.
+FEATURE_INDEX: Mapping[str, int] = MappingProxyType({name: i for i, name in enumerate(FEATURE_NAMES)})
+
+
+def _columns(names: tuple[str, ...]) -> slice:
+    """The columns of ``names``, which code fills as one block, in this order.
+
+    Raises at import if ``FEATURE_NAMES`` does not hold them side by side in that order, so that a
+    feature added or moved into a block fails loudly instead of shifting its neighbours' values.
+    """
+    start = FEATURE_INDEX[names[0]]
+    if FEATURE_NAMES[start:start + len(names)] != names:
+        raise RuntimeError(f"{names} are not adjacent, in this order, in FEATURE_NAMES")
+    return slice(start, start + len(names))
+
+
+# Groups written as one block, each in the order its values are produced below.
+_OFFER_OWN = ("discount", "kind_discount", "kind_bundle", "kind_loyalty", "kind_third_party", "kind_other")
+_POPULARITY = ("popularity_rate", "popularity_log_n")  # the order of an ``offer_stats`` value
+_PAGE = ("hour_sin", "hour_cos", "is_weekend", "ctx_web", "ctx_app", "ctx_store")  # same for every offer
+_PAGE_AND_OFFER = ("ctx_category_match", "ctx_offer_affinity", "ctx_position")
+_CATEGORY_PAIR = ("cat_affinity_1d", "cat_affinity_30d", "cart_has_category")  # per category
+_OFFER_HISTORY = ("offer_impressions", "offer_clicks", "offer_redeems", "offer_seen_today", "days_since_offer_seen")
+
+_CUSTOMER_COLUMNS = _columns(CUSTOMER_FEATURES)
+#: what :func:`vectorize_rows` writes per row: the pair, offer and context blocks, one after the other
+_ROW_COLUMNS = _columns(PAIR_FEATURES + OFFER_FEATURES + _PAGE + _PAGE_AND_OFFER)
+_OWN_COLUMNS = _columns(_OFFER_OWN)
+_POPULARITY_COLUMNS = _columns(_POPULARITY)
+_PAGE_COLUMNS = _columns(_PAGE)
+_CATEGORY_PAIR_COLUMNS = _columns(_CATEGORY_PAIR)
+_HISTORY_COLUMNS = _columns(_OFFER_HISTORY)
+_DAYS_SINCE_SEEN = FEATURE_INDEX["days_since_offer_seen"]
+_DAYS_LIVE, _DAYS_LEFT = FEATURE_INDEX["offer_days_live"], FEATURE_INDEX["offer_days_left"]
+_CATEGORY_MATCH, _OFFER_AFFINITY = FEATURE_INDEX["ctx_category_match"], FEATURE_INDEX["ctx_offer_affinity"]
+_POSITION = FEATURE_INDEX["ctx_position"]
+if _CUSTOMER_COLUMNS.stop != _ROW_COLUMNS.start or _ROW_COLUMNS.stop != len(FEATURE_NAMES):
+    raise RuntimeError("the customer block and the per-row blocks must cover FEATURE_NAMES")
+
+# A block's values are built keyed by feature name and read out in the block's order.
+_CUSTOMER_ORDER = operator.itemgetter(*CUSTOMER_FEATURES)
+_PAIR_ORDER = operator.itemgetter(*PAIR_FEATURES)
+_OFFER_ORDER = operator.itemgetter(*OFFER_FEATURES)
+_OWN_ORDER = operator.itemgetter(*_OFFER_OWN)
+_PAGE_ORDER = operator.itemgetter(*_PAGE)
+_PAGE_AND_OFFER_ORDER = operator.itemgetter(*_PAGE_AND_OFFER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +170,10 @@ def _log(x: float) -> float:
 
 
 def customer_features(profile: Profile | None, now_ms: int) -> list[float]:
-    """The customer block; all zeros (``personalized`` = 0) without a usable profile."""
+    """The customer block in ``CUSTOMER_FEATURES`` order; all zeros (``personalized`` = 0) without a
+    usable profile."""
     if profile is None:
-        return [0.0] * _N_CUST
+        return [0.0] * len(CUSTOMER_FEATURES)
     c = profile.count
     views = [sum(c(t, i, now_ms) for t in BROWSE_TYPES) for i in range(3)]
     n_orders = sum(o[0] for o in profile.orders.values())
@@ -130,19 +181,20 @@ def customer_features(profile: Profile | None, now_ms: int) -> list[float]:
     since_event = (now_ms - profile.last_ts) / HOUR_MS if profile.last_ts is not None else NEVER_HOURS
     since_buy = (now_ms - profile.last_purchase_ts) / DAY_MS if profile.last_purchase_ts else NEVER_HOURS
     session_live = profile.last_ts is not None and now_ms - profile.session[1] <= 30 * 60 * 1000
-    return [
-        1.0,
-        _log(views[0]), _log(views[1]), _log(views[2]),
-        _log(c("add_to_cart", 1, now_ms)), _log(c("add_to_cart", 2, now_ms)),
-        _log(c("purchase", 1, now_ms)), _log(c("purchase", 2, now_ms)),
-        _log(c("offer_impression", 2, now_ms)), _log(c("offer_click", 2, now_ms)),
-        _log(c("offer_redeem", 2, now_ms)),
-        _log(since_event), _log(since_buy),
-        _log(profile.session[2]) if session_live else 0.0,
-        _log(sum(q for _c, _p, q in profile.cart.values())), _log(profile.cart_value()),
-        _log(n_orders), _log(sum(o[1] for o in profile.orders.values())),
-        _log(profile.decayed_spend(now_ms)), store_orders / n_orders if n_orders else 0.0,
-    ]
+    return list(_CUSTOMER_ORDER({
+        "personalized": 1.0,
+        "views_1h": _log(views[0]), "views_1d": _log(views[1]), "views_30d": _log(views[2]),
+        "carts_1d": _log(c("add_to_cart", 1, now_ms)), "carts_30d": _log(c("add_to_cart", 2, now_ms)),
+        "purchases_1d": _log(c("purchase", 1, now_ms)), "purchases_30d": _log(c("purchase", 2, now_ms)),
+        "impressions_30d": _log(c("offer_impression", 2, now_ms)), "clicks_30d": _log(c("offer_click", 2, now_ms)),
+        "redeems_30d": _log(c("offer_redeem", 2, now_ms)),
+        "hours_since_event": _log(since_event), "days_since_purchase": _log(since_buy),
+        "session_events": _log(profile.session[2]) if session_live else 0.0,
+        "cart_items": _log(sum(q for _c, _p, q in profile.cart.values())), "cart_value": _log(profile.cart_value()),
+        "orders_total": _log(n_orders), "spend_total": _log(sum(o[1] for o in profile.orders.values())),
+        "spend_30d": _log(profile.decayed_spend(now_ms)),
+        "store_share": store_orders / n_orders if n_orders else 0.0,
+    }))
 
 
 def _affinities(profile: Profile, now_ms: int) -> dict[str, tuple[float, float]]:
@@ -163,52 +215,71 @@ def _affinities(profile: Profile, now_ms: int) -> dict[str, tuple[float, float]]
     return {c: (a[0], a[1]) for c, a in out.items()}
 
 
+_NO_PAIR = (0.0,) * len(PAIR_FEATURES)
+
+
 def _pair_features(profile: Profile | None, offer: Offer, now_ms: int, cart_cats: set[str],
-                   affinities: Mapping[str, tuple[float, float]] | None = None) -> list[float]:
+                   affinities: Mapping[str, tuple[float, float]] | None = None) -> tuple[float, ...]:
+    """The customer-x-offer block of one row, in ``PAIR_FEATURES`` order."""
     if profile is None:
-        return [0.0] * _N_PAIR
+        return _NO_PAIR
     rec = profile.offers.get(offer.offer_id)
     imp, click, redeem = (rec[0], rec[1], rec[2]) if rec else (0, 0, 0)
     since_seen = (now_ms - rec[4]) / DAY_MS if rec and rec[4] else NEVER_HOURS
     if affinities is None:
         affinities = _affinities(profile, now_ms)
     aff_1d, aff_30d = affinities.get(offer.category, (0.0, 0.0))
-    return [
-        aff_1d,
-        aff_30d,
-        1.0 if offer.category in cart_cats else 0.0,
-        _log(imp), _log(click), _log(redeem),
-        float(profile.impressions_today(offer.offer_id, now_ms)), _log(since_seen),
-    ]
+    return _PAIR_ORDER({
+        "cat_affinity_1d": aff_1d, "cat_affinity_30d": aff_30d,
+        "cart_has_category": 1.0 if offer.category in cart_cats else 0.0,
+        "offer_impressions": _log(imp), "offer_clicks": _log(click), "offer_redeems": _log(redeem),
+        "offer_seen_today": float(profile.impressions_today(offer.offer_id, now_ms)),
+        "days_since_offer_seen": _log(since_seen),
+    })
 
 
-def _offer_features(offer: Offer, now_ms: int, stats: Mapping[str, Sequence[float]]) -> list[float]:
-    rate, log_n = stats.get(offer.offer_id, (0.0, 0.0))
+def _offer_values(offer: Offer, now_ms: int, stats: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """The offer block of one row, by feature name."""
+    rate, log_n = stats.get(offer.offer_id, (0.0, 0.0))  # _POPULARITY order
     kind = offer.kind
     live = (now_ms - offer.valid_from) / DAY_MS if offer.valid_from is not None else 365.0
     left = (offer.valid_to - now_ms) / DAY_MS if offer.valid_to is not None else 365.0
-    return [
-        offer.discount_pct / 100.0, float(kind == "discount"), float(kind == "bundle"),
-        float(kind == "loyalty"), float(kind in ("partner", "sponsored")), float(kind == "other"),
-        float(rate), float(log_n), _log(live), _log(left),
-    ]
+    return {
+        "discount": offer.discount_pct / 100.0, "kind_discount": float(kind == "discount"),
+        "kind_bundle": float(kind == "bundle"), "kind_loyalty": float(kind == "loyalty"),
+        "kind_third_party": float(kind in ("partner", "sponsored")), "kind_other": float(kind == "other"),
+        "popularity_rate": float(rate), "popularity_log_n": float(log_n),
+        "offer_days_live": _log(live), "offer_days_left": _log(left),
+    }
 
 
-def _context_features(context: Context, offer: Offer, now_ms: int, base: list[float]) -> list[float]:
-    return [*base, float(context.category is not None and context.category == offer.category),
-            float(context.offer_affinity.get(offer.offer_id, 0.0)), _position(context)]
+def _offer_features(offer: Offer, now_ms: int, stats: Mapping[str, Sequence[float]]) -> tuple[float, ...]:
+    """The offer block of one row, in ``OFFER_FEATURES`` order."""
+    return _OFFER_ORDER(_offer_values(offer, now_ms, stats))
+
+
+def _context_features(context: Context, offer: Offer, page: tuple[float, ...]) -> tuple[float, ...]:
+    """The context block of one row: ``page`` (from :func:`_context_base`), then ``_PAGE_AND_OFFER``."""
+    return page + _PAGE_AND_OFFER_ORDER({
+        "ctx_category_match": float(context.category is not None and context.category == offer.category),
+        "ctx_offer_affinity": float(context.offer_affinity.get(offer.offer_id, 0.0)),
+        "ctx_position": _position(context),
+    })
 
 
 def _position(context: Context) -> float:
     return float(context.position) if context.position is not None else 0.0
 
 
-def _context_base(context: Context, now_ms: int) -> list[float]:
+def _context_base(context: Context, now_ms: int) -> tuple[float, ...]:
+    """The context columns that are the same for every offer of a request, in ``_PAGE`` order."""
     hour = (now_ms % DAY_MS) / HOUR_MS
     weekday = (now_ms // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday (index 3, Monday = 0)
-    return [math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24),
-            float(weekday >= 5), float(context.channel == "web"), float(context.channel == "app"),
-            float(context.channel == "store")]
+    return _PAGE_ORDER({
+        "hour_sin": math.sin(2 * math.pi * hour / 24), "hour_cos": math.cos(2 * math.pi * hour / 24),
+        "is_weekend": float(weekday >= 5), "ctx_web": float(context.channel == "web"),
+        "ctx_app": float(context.channel == "app"), "ctx_store": float(context.channel == "store"),
+    })
 
 
 def vectorize(
@@ -217,6 +288,7 @@ def vectorize(
     context: Context,
     now_ms: int,
     offer_stats: Mapping[str, Sequence[float]] | None = None,
+    offer_sets: OfferSetCache | None = None,
 ) -> np.ndarray:
     """Build the ``(len(offers), len(FEATURE_NAMES))`` float32 matrix for one decision.
 
@@ -233,46 +305,55 @@ def vectorize(
         The decision time (event time in replay, wall clock online).
     offer_stats : mapping, optional
         ``offer_id -> (popularity_rate, log_n)`` from the model bundle.
+    offer_sets : OfferSetCache, optional
+        The caller's cache of candidate sets. Without one, the offers' own columns are built on
+        every call (the same values, more CPU).
 
     Notes
     -----
-    Column by column with numpy, from the candidates' :class:`OfferSet` (cached by the identity of
-    the offer objects: a copy of its template holds every column that depends only on the offers);
-    per call only the profile, popularity, time and context columns are filled. Category
-    affinities are looked up per category, and offer history is filled only for the offers the
-    profile has seen. :func:`vectorize_rows` is the row-by-row definition it must equal
-    (``tests/unit/test_features.py`` checks it); a single offer goes straight to it, which is
-    ~35 % faster than the numpy path for one row (the replay vectorizes one impression at a time).
+    Column by column with numpy, from the candidates' :class:`OfferSet` (a copy of its template
+    holds every column that depends only on the offers); per call only the profile, popularity,
+    time and context columns are filled. Category affinities are looked up per category, and offer
+    history is filled only for the offers the profile has seen. :func:`vectorize_rows` is the
+    row-by-row definition it must equal (``tests/unit/test_features.py`` checks it); a single offer
+    goes straight to it, which is ~35 % faster than the numpy path for one row (the replay
+    vectorizes one impression at a time).
     """
     if len(offers) == 1:  # one row (a replayed impression): numpy's per-call overhead costs more
         return vectorize_rows(profile, offers, context, now_ms, offer_stats)
-    return _vectorize_columns(profile, offers, context, now_ms, offer_stats)
+    return _vectorize_columns(profile, offers, context, now_ms, offer_stats, offer_sets)
 
 
 def _vectorize_columns(profile: Profile | None, offers: Sequence[Offer], context: Context,
                        now_ms: int, offer_stats: Mapping[str, Sequence[float]] | None,
-                       ) -> np.ndarray:
+                       offer_sets: OfferSetCache | None = None) -> np.ndarray:
     """The numpy path of :func:`vectorize`, for any number of offers."""
     if not offers:
         return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
-    candidates = offer_set(offers)
+    candidates = OfferSet(tuple(offers)) if offer_sets is None else offer_sets.get(offers)
     if not candidates.unique:  # an offer id twice: rows keyed by id would collide; use the definition
         return vectorize_rows(profile, offers, context, now_ms, offer_stats)
     return vectorize_set(candidates, profile, context, now_ms, offer_stats)
 
 
-_O = _N_CUST + _N_PAIR           # first offer column
-_C = _O + _N_OFFER               # first context column
 _LOG_NEVER = _log(NEVER_HOURS)
+_LOG_YEAR = math.log1p(365.0)  # offer_days_live / _left of an offer without that bound
 
 
 class OfferSet:
     """Everything about a tuple of offers that depends only on the offers themselves, computed once.
 
-    Built by :func:`offer_set` and cached by the identity of the offer objects. ``Offer`` is frozen
+    Kept by an :class:`OfferSetCache` under the identity of the offer objects. ``Offer`` is frozen
     and the catalogue replaces an updated offer by a new object, so a changed or removed offer gives a
-    new key and is never matched with stale columns. The set holds its offers, so none of their
-    ``id()`` s can be reused while it is cached.
+    new key and is never matched with stale columns.
+
+    Parameters
+    ----------
+    offers : tuple of Offer
+        The candidates, in row order.
+    static_row : callable, optional
+        ``offer -> (_OFFER_OWN values..., valid_from, valid_to)`` (bounds as float ms, NaN = open);
+        a cache passes its memoized one.
 
     Attributes
     ----------
@@ -301,7 +382,8 @@ class OfferSet:
     __slots__ = ("offers", "ids", "categories", "n", "unique", "row_of", "cat_rows", "cat_names", "cat_code",
                  "template", "from_rows", "from_ms", "to_rows", "to_ms", "bounded", "flag_groups", "capped")
 
-    def __init__(self, offers: tuple[Offer, ...]) -> None:
+    def __init__(self, offers: tuple[Offer, ...],
+                 static_row: Callable[[Offer], tuple[float, ...]] | None = None) -> None:
         self.offers = offers
         self.n = n = len(offers)
         self.ids = ids = [offer.offer_id for offer in offers]
@@ -315,22 +397,31 @@ class OfferSet:
         self.cat_names = list(groups)
         code = {c: j for j, c in enumerate(self.cat_names)}
         self.cat_code = np.array([code[c] for c in categories], dtype=np.intp)
-        static = np.array([_static_row(offer) for offer in offers], dtype=np.float64).reshape(n, 8)
-        X = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float32)
-        X[:, _O:_O + 6] = static[:, :6]
-        # the same expressions as the per-request ones, on the open rows (365 days either way)
-        no_from, no_to = np.isnan(static[:, 6]), np.isnan(static[:, 7])
-        X[no_from, _O + 8] = np.log1p(np.maximum(np.full(int(no_from.sum()), 365.0), 0.0))
-        X[no_to, _O + 9] = np.log1p(np.maximum(np.full(int(no_to.sum()), 365.0), 0.0))
+        rows = list(map(static_row or _static_row, offers))
+        static = np.array(rows, dtype=np.float64).reshape(n, len(_OFFER_OWN) + 2)
+        self._fill_template(static)
+        self._index_rules()
+
+    def _fill_template(self, static: np.ndarray) -> None:
+        """The template and the validity bounds from the static rows (see ``static_row``)."""
+        X = np.zeros((self.n, len(FEATURE_NAMES)), dtype=np.float32)
+        X[:, _OWN_COLUMNS] = static[:, :-2]
+        # the same value as the per-request expression on the open rows (365 days either way)
+        no_from, no_to = np.isnan(static[:, -2]), np.isnan(static[:, -1])
+        X[no_from, _DAYS_LIVE] = _LOG_YEAR
+        X[no_to, _DAYS_LEFT] = _LOG_YEAR
         self.template = X
         self.from_rows = np.flatnonzero(~no_from)
-        self.from_ms = static[self.from_rows, 6]
+        self.from_ms = static[self.from_rows, -2]
         self.to_rows = np.flatnonzero(~no_to)
-        self.to_ms = static[self.to_rows, 7]
+        self.to_ms = static[self.to_rows, -1]
         self.bounded = np.flatnonzero(~(no_from & no_to)).tolist()
+
+    def _index_rules(self) -> None:
+        """The consent-flag groups and the capped rows, for the eligibility rule."""
         flag_groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
         capped = []
-        for i, offer in enumerate(offers):
+        for i, offer in enumerate(self.offers):
             implied = IMPLIED_REQUIREMENTS.get(offer.kind, ())
             if offer.requires or implied:
                 flag_groups.setdefault((offer.requires, implied), []).append(i)
@@ -340,23 +431,79 @@ class OfferSet:
         self.capped = capped
 
 
-_SETS: dict[tuple[int, ...], OfferSet] = {}
-_MAX_SETS = 32          # entries; an entry's template is n x 53 float32 (200 offers: ~42 KB)
-_MAX_SET_SIZE = 4096    # larger sets are built per call, not cached (at most ~28 MB cached in all)
+def _static_row(offer: Offer) -> tuple[float, ...]:
+    """The offer's ``_OFFER_OWN`` values plus its validity bounds (float ms, NaN = open).
+
+    Popularity is not part of it: it comes from ``offer_stats``, which a replay updates in place.
+    """
+    return (*_OWN_ORDER(_offer_values(offer, 0, {})),  # the columns that need neither time nor stats
+            float("nan") if offer.valid_from is None else float(offer.valid_from),
+            float("nan") if offer.valid_to is None else float(offer.valid_to))
 
 
-def offer_set(offers: Sequence[Offer]) -> OfferSet:
-    """The :class:`OfferSet` of these offer objects, from a small LRU cache keyed by identity."""
-    if len(offers) > _MAX_SET_SIZE:
-        return OfferSet(tuple(offers))
-    key = tuple(map(id, offers))
-    hit = _SETS.pop(key, None)
-    if hit is None or not all(map(operator.is_, hit.offers, offers)):  # the is-check cannot fail
-        hit = OfferSet(tuple(offers))                                     # (the entry keeps them alive)
-        while len(_SETS) >= _MAX_SETS:
-            _SETS.pop(next(iter(_SETS)), None)
-    _SETS[key] = hit  # most recently used last
-    return hit
+class OfferSetCache:
+    """The :class:`OfferSet` s of recently used tuples of offer objects, least recently used out.
+
+    Its owner creates it and passes it in: the worker's score route (through
+    :class:`models.decision.CandidateCache`), a replay, a test. Sets are keyed by the identity of
+    the offer objects, so the same catalogue objects hit on every request; an entry holds its
+    offers, so none of their ``id()`` s can be reused while it is kept. The static row of each
+    offer object is kept too (up to ``max_offers``), so a new set of known offers is cheap to build.
+
+    Parameters
+    ----------
+    max_sets : int
+        Sets kept; a set's template is ``n x len(FEATURE_NAMES)`` float32 (200 offers: ~38 KB).
+    max_set_size : int
+        Larger sets are built per call, not kept.
+    max_offers : int
+        Static rows kept; all are dropped when there would be more.
+
+    Examples
+    --------
+    >>> from models.catalog import parse_offer
+    >>> offers = [parse_offer({"offer_id": f"o{i}", "category": "shoes"}) for i in range(3)]
+    >>> cache = OfferSetCache(max_sets=2)
+    >>> cache.get(offers) is cache.get(list(offers)), len(cache)
+    (True, 1)
+    >>> cache.get(offers[:2]) is cache.get(offers[1:]), len(cache)
+    (False, 2)
+    """
+
+    __slots__ = ("max_sets", "max_set_size", "max_offers", "_sets", "_rows")
+
+    def __init__(self, max_sets: int = 32, max_set_size: int = 4096, max_offers: int = 100_000) -> None:
+        self.max_sets, self.max_set_size, self.max_offers = max_sets, max_set_size, max_offers
+        self._sets: dict[tuple[int, ...], OfferSet] = {}  # most recently used last
+        self._rows: dict[str, tuple[Offer, tuple[float, ...]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+    def get(self, offers: Sequence[Offer]) -> OfferSet:
+        """The :class:`OfferSet` of these offer objects, in this order (built on a miss)."""
+        if len(offers) > self.max_set_size:
+            return OfferSet(tuple(offers), self._static_row)
+        key = tuple(map(id, offers))
+        sets = self._sets
+        hit = sets.pop(key, None)
+        if hit is None or not all(map(operator.is_, hit.offers, offers)):  # the is-check cannot fail
+            hit = OfferSet(tuple(offers), self._static_row)                 # (the entry keeps them alive)
+            while len(sets) >= self.max_sets:
+                sets.pop(next(iter(sets)), None)
+        sets[key] = hit
+        return hit
+
+    def _static_row(self, offer: Offer) -> tuple[float, ...]:
+        """:func:`_static_row`, kept per offer id for as long as the id maps to this very object."""
+        hit = self._rows.get(offer.offer_id)
+        if hit is not None and hit[0] is offer:
+            return hit[1]
+        row = _static_row(offer)
+        if len(self._rows) >= self.max_offers:
+            self._rows.clear()
+        self._rows[offer.offer_id] = (offer, row)
+        return row
 
 
 def vectorize_set(candidates: OfferSet, profile: Profile | None, context: Context, now_ms: int,
@@ -368,22 +515,27 @@ def vectorize_set(candidates: OfferSet, profile: Profile | None, context: Contex
     """
     X = candidates.template.copy()
     if profile is not None:
-        X[:, :_N_CUST] = customer_features(profile, now_ms)
+        X[:, _CUSTOMER_COLUMNS] = customer_features(profile, now_ms)
         _fill_pairs(X, profile, candidates, now_ms)
     if offer_stats:
         found = list(map(offer_stats.get, candidates.ids))
         rows = [i for i, v in enumerate(found) if v is not None]
         if rows:
-            X[rows, _O + 6:_O + 8] = [tuple(v) for v in found if v is not None]  # the rows' values
+            X[rows, _POPULARITY_COLUMNS] = [tuple(v) for v in found if v is not None]  # the rows' values
     if len(candidates.from_rows):
-        X[candidates.from_rows, _O + 8] = np.log1p(np.maximum((now_ms - candidates.from_ms) / DAY_MS, 0.0))
+        X[candidates.from_rows, _DAYS_LIVE] = np.log1p(np.maximum((now_ms - candidates.from_ms) / DAY_MS, 0.0))
     if len(candidates.to_rows):
-        X[candidates.to_rows, _O + 9] = np.log1p(np.maximum((candidates.to_ms - now_ms) / DAY_MS, 0.0))
-    X[:, _C:_C + 6] = _context_base(context, now_ms)
+        X[candidates.to_rows, _DAYS_LEFT] = np.log1p(np.maximum((candidates.to_ms - now_ms) / DAY_MS, 0.0))
+    _fill_context(X, candidates, context, now_ms)
+    return X
+
+
+def _fill_context(X: np.ndarray, candidates: OfferSet, context: Context, now_ms: int) -> None:
+    X[:, _PAGE_COLUMNS] = _context_base(context, now_ms)
     if context.category is not None:
         in_category = candidates.cat_rows.get(context.category)
         if in_category is not None:
-            X[in_category, _C + 6] = 1.0
+            X[in_category, _CATEGORY_MATCH] = 1.0
     affinity = context.offer_affinity
     if affinity:
         if len(affinity) <= candidates.n:
@@ -391,46 +543,22 @@ def vectorize_set(candidates: OfferSet, profile: Profile | None, context: Contex
             for offer_id, value in affinity.items():
                 i = row_of.get(offer_id)
                 if i is not None:
-                    X[i, _C + 7] = float(value)
+                    X[i, _OFFER_AFFINITY] = float(value)
         else:
-            X[:, _C + 7] = [float(affinity.get(offer_id, 0.0)) for offer_id in candidates.ids]
+            X[:, _OFFER_AFFINITY] = [float(affinity.get(offer_id, 0.0)) for offer_id in candidates.ids]
     if context.position:
-        X[:, _C + 8] = float(context.position)
-    return X
-
-
-_STATIC: dict[str, tuple[Offer, tuple[float, ...]]] = {}
-
-
-def _static_row(offer: Offer) -> tuple[float, ...]:
-    """The offer's own time-independent columns plus its validity bounds (NaN = open), cached.
-
-    Popularity is not cached here: it comes from ``offer_stats``, which a replay updates in place.
-    """
-    hit = _STATIC.get(offer.offer_id)
-    if hit is not None and hit[0] is offer:
-        return hit[1]
-    kind = offer.kind
-    row = (offer.discount_pct / 100.0, float(kind == "discount"), float(kind == "bundle"),
-           float(kind == "loyalty"), float(kind in ("partner", "sponsored")), float(kind == "other"),
-           float("nan") if offer.valid_from is None else float(offer.valid_from),
-           float("nan") if offer.valid_to is None else float(offer.valid_to))
-    if len(_STATIC) > 100_000:
-        _STATIC.clear()
-    _STATIC[offer.offer_id] = (offer, row)
-    return row
+        X[:, _POSITION] = float(context.position)
 
 
 def _fill_pairs(X: np.ndarray, profile: Profile, candidates: OfferSet, now_ms: int) -> None:
-    p = _N_CUST
     affinities = _affinities(profile, now_ms)
     cart_cats = profile.cart_categories()
-    if affinities or cart_cats:  # per category: (cat_affinity_1d, cat_affinity_30d, cart_has_category)
+    if affinities or cart_cats:  # per category, in _CATEGORY_PAIR order
         zero = (0.0, 0.0)
         table = np.array([(*affinities.get(c, zero), 1.0 if c in cart_cats else 0.0) for c in candidates.cat_names],
                          dtype=np.float64)
-        X[:, p:p + 3] = table[candidates.cat_code]
-    X[:, p + 7] = _LOG_NEVER
+        X[:, _CATEGORY_PAIR_COLUMNS] = table[candidates.cat_code]
+    X[:, _DAYS_SINCE_SEEN] = _LOG_NEVER
     if not profile.offers:
         return
     row_of = candidates.row_of
@@ -444,12 +572,13 @@ def _fill_pairs(X: np.ndarray, profile: Profile, candidates: OfferSet, now_ms: i
         imp, click, redeem = rec[0], rec[1], rec[2]
         since_seen = (now_ms - rec[4]) / DAY_MS if rec[4] else NEVER_HOURS
         hit_rows.append(i)
-        # _log inlined: log1p(max(x, 0.0)), and max(x, 0.0) is ``0.0 if 0.0 > x else x``
+        # in _OFFER_HISTORY order; _log inlined: log1p(max(x, 0.0)), max(x, 0.0) is ``0.0 if 0.0 > x else x``
         values += (log1p(0.0 if imp < 0.0 else imp), log1p(0.0 if click < 0.0 else click),
                    log1p(0.0 if redeem < 0.0 else redeem), float(profile.impressions_today(offer_id, now_ms)),
                    log1p(0.0 if since_seen < 0.0 else since_seen))
     if hit_rows:
-        X[hit_rows, p + 3:p + 8] = np.array(values, dtype=np.float64).reshape(len(hit_rows), 5)
+        X[hit_rows, _HISTORY_COLUMNS] = np.array(values, dtype=np.float64).reshape(len(hit_rows),
+                                                                                    len(_OFFER_HISTORY))
 
 
 def vectorize_rows(
@@ -459,17 +588,20 @@ def vectorize_rows(
     now_ms: int,
     offer_stats: Mapping[str, Sequence[float]] | None = None,
 ) -> np.ndarray:
-    """The row-by-row definition of :func:`vectorize` (slower; the reference its tests use)."""
+    """The row-by-row definition of :func:`vectorize` (slower; the reference its tests use).
+
+    Every value is built under its feature's name and placed by ``FEATURE_NAMES``.
+    """
     stats = offer_stats or {}
     X = np.empty((len(offers), len(FEATURE_NAMES)), dtype=np.float32)
-    X[:, :_N_CUST] = customer_features(profile, now_ms)
+    X[:, _CUSTOMER_COLUMNS] = customer_features(profile, now_ms)
     cart_cats = profile.cart_categories() if profile is not None else set()
     affinities = _affinities(profile, now_ms) if profile is not None else None
-    base = _context_base(context, now_ms)
+    page = _context_base(context, now_ms)
     for row, offer in enumerate(offers):
-        X[row, _N_CUST:] = (
+        X[row, _ROW_COLUMNS] = (  # _ROW_COLUMNS: these blocks, in this order
             _pair_features(profile, offer, now_ms, cart_cats, affinities)
             + _offer_features(offer, now_ms, stats)
-            + _context_features(context, offer, now_ms, base)
+            + _context_features(context, offer, page)
         )
     return X

@@ -17,7 +17,7 @@ from faust.web import View
 
 from models.catalog import parse_offer
 from models.consent import ConsentState, apply_update, parse_update
-from models.decision import decide, parse_score_request
+from models.decision import CandidateCache, decide, parse_score_request
 from models.errors import InvalidEvent, NotFound
 from models.events import Event, parse_payload
 from models.profile import Profile
@@ -91,6 +91,7 @@ def register_score(rt: Runtime, audit: AuditLog) -> None:
     """
 
     web: Any = rt.app.web  # faust's aiohttp driver
+    candidates = CandidateCache()  # this route's: the same catalogue objects hit on every request
 
     @DirectRoutes(web.web_app).page("/v1/score")
     class Score:
@@ -109,7 +110,7 @@ def register_score(rt: Runtime, audit: AuditLog) -> None:
             decide_started = time.thread_time()
             response, record = decide(
                 score_request, consent, profile, rt.catalogue.offers, rt.model.scorer,
-                _now_ms(), decision_id(), rt.settings.hash_key, rt.exploration,
+                _now_ms(), decision_id(), rt.settings.hash_key, rt.exploration, cache=candidates,
             )
             decided = time.thread_time()
             audit.add(record["customer_hash"], record)  # batched; sent within a few ms

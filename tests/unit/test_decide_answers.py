@@ -18,7 +18,7 @@ import numpy as np
 
 from models.catalog import Offer, parse_offer
 from models.consent import FLAGS, ConsentState, restrict
-from models.decision import decide, hash_customer_id
+from models.decision import CandidateCache, decide, hash_customer_id
 from models.events import parse_event
 from models.features import FEATURE_NAMES
 from models.profile import Profile
@@ -116,6 +116,7 @@ def test_answers_and_audits_equal_the_reference_over_random_scenarios() -> None:
                        [f"o{i:03d}" for i in range(40)], [f"o{i:03d}" for i in range(59, -1, -1)]]
     profiles = [_profile(rng, n_offers) for _ in range(6)]
     compared = {"personalized": 0, "cached_stats": 0, "filtered": 0}
+    cache = CandidateCache(max_lists=3)  # the decisions' own; small, so the churn also evicts
     for trial in range(400):
         for _ in range(rng.randint(0, 2)):  # the catalogue changes under the cached sets
             i = rng.randrange(n_offers + 5)
@@ -145,7 +146,7 @@ def test_answers_and_audits_equal_the_reference_over_random_scenarios() -> None:
         req = request(**body)
         prof = rng.choice(profiles) if rng.random() < .9 else None
         now = NOW + rng.randint(-3_600_000, 3_600_000)
-        got = decide(req, state, prof, cat, FakeScorer(stats), now, f"d{trial}", KEY)
+        got = decide(req, state, prof, cat, FakeScorer(stats), now, f"d{trial}", KEY, cache=cache)
         want = reference(req, state, prof, cat, FakeScorer(stats), now, f"d{trial}")
         assert got == want, trial
         compared["personalized"] += got[0]["personalized"]
@@ -160,14 +161,14 @@ def test_popularity_is_never_served_from_a_stale_cache() -> None:
     cat = {o.offer_id: o for o in offers}
     stats: dict[str, Sequence[float]] = {"p1": (0.5, 1.0), "p3": (0.25, 2.0)}
     req = request(k=5, candidates=sorted(cat))
-    state = consent({})
+    state, cache = consent({}), CandidateCache()
     for value in ((0.5, 1.0), (0.75, 1.0), [0.125, 3.0]):
         stats["p1"] = value
         scorer = FakeScorer(stats)
-        decide(req, state, None, cat, scorer, NOW, "d", KEY)
+        decide(req, state, None, cat, scorer, NOW, "d", KEY, cache=cache)
         (X,) = scorer.seen
         assert X[1, F["popularity_rate"]] == np.float32(value[0])
     stats["p1"][0] = 0.0625  # type: ignore[index]  # a list mutated in place
     scorer = FakeScorer(stats)
-    decide(req, state, None, cat, scorer, NOW, "d", KEY)
+    decide(req, state, None, cat, scorer, NOW, "d", KEY, cache=cache)
     assert scorer.seen[0][1, F["popularity_rate"]] == np.float32(0.0625)

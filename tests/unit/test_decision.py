@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from models.catalog import Offer, parse_offer
 from models.consent import FLAGS, ConsentState, apply_update, parse_update
-from models.decision import MAX_CANDIDATES, MAX_K, decide, hash_customer_id, parse_score_request
+from models.decision import MAX_CANDIDATES, MAX_K, CandidateCache, decide, hash_customer_id, parse_score_request
 from models.errors import InvalidRequest
 from models.events import parse_event
 from models.features import CUSTOMER_FEATURES, FEATURE_NAMES
@@ -78,9 +78,11 @@ def request(**body: Any) -> Any:
 
 
 def run(req: Any, state: ConsentState, prof: Profile | None, scorer: FakeScorer | None = None,
-        cat: dict[str, Offer] | None = None) -> tuple[dict[str, Any], dict[str, Any], FakeScorer]:
+        cat: dict[str, Offer] | None = None, cache: CandidateCache | None = None,
+        ) -> tuple[dict[str, Any], dict[str, Any], FakeScorer]:
     scorer = scorer or FakeScorer()
-    response, audit = decide(req, state, prof, CATALOG if cat is None else cat, scorer, NOW, "dec-1", KEY)
+    response, audit = decide(req, state, prof, CATALOG if cat is None else cat, scorer, NOW, "dec-1", KEY,
+                             cache=cache)
     return response, audit, scorer
 
 
@@ -290,7 +292,7 @@ def test_parse_score_request_rejects_non_object() -> None:
     assert info.value.field == ""
 
 
-# ---- the cached candidate sets (models.decision._candidates, models.features.offer_set) -----------
+# ---- the cached candidate sets (models.decision.CandidateCache, models.features.OfferSetCache) ------
 
 
 def _reference(req: Any, state: ConsentState, prof: Profile | None, cat: Mapping[str, Offer], now: int,
@@ -351,6 +353,7 @@ def test_decisions_equal_the_offer_by_offer_rule_under_catalogue_and_consent_chu
                                 "ts": NOW - rng.randint(0, 9 * 3_600_000), **extra}))
     fixed = [f"o{i:02d}" for i in range(0, 35, 3)] + ["nope"]
     checked = set()
+    cache = CandidateCache(max_lists=3)  # the decisions' own; small, so the churn also evicts
     for trial in range(150):
         for _ in range(rng.randint(0, 2)):  # the catalogue changes under the cached sets
             i = rng.randrange(35)
@@ -371,7 +374,7 @@ def test_decisions_equal_the_offer_by_offer_rule_under_catalogue_and_consent_chu
         req = request(**body)
         used = prof if rng.random() < .9 else None
         scorer = FakeScorer(stats)
-        response, _audit = decide(req, state, used, cat, scorer, NOW, "d", KEY)
+        response, _audit = decide(req, state, used, cat, scorer, NOW, "d", KEY, cache=cache)
         filtered, eligible, X = _reference(req, state, used, cat, NOW, stats)
         assert response["filtered"] == filtered
         (seen,) = scorer.seen
@@ -386,15 +389,15 @@ def test_decisions_equal_the_offer_by_offer_rule_under_catalogue_and_consent_chu
 
 
 def test_the_same_candidates_after_an_offer_update_use_the_new_offer() -> None:
-    cat = dict(CATALOG)
+    cat, cache = dict(CATALOG), CandidateCache()
     req = request(candidates=sorted(cat), k=10)
-    first, _audit, _ = run(req, ConsentState.unknown(), None, cat=cat)
+    first, _audit, _ = run(req, ConsentState.unknown(), None, cat=cat, cache=cache)
     assert first["offers"][0]["offer_id"] == "b_bags"
     cat["b_bags"] = parse_offer({"offer_id": "b_bags", "category": "bags", "kind": "discount",
                                  "discount_pct": 30, "valid_to": NOW - 1})
     cat["a_shoes"] = parse_offer({"offer_id": "a_shoes", "category": "shoes", "kind": "discount", "discount_pct": 60})
     del cat["f_capped"]
-    second, _audit, scorer = run(req, ConsentState.unknown(), None, cat=cat)
+    second, _audit, scorer = run(req, ConsentState.unknown(), None, cat=cat, cache=cache)
     filtered = {f["offer_id"]: f["reason"] for f in second["filtered"]}
     assert filtered["b_bags"] == "expired" and filtered["f_capped"] == "unknown_offer"
     assert [o["offer_id"] for o in second["offers"]] == ["a_shoes"]
@@ -403,26 +406,58 @@ def test_the_same_candidates_after_an_offer_update_use_the_new_offer() -> None:
 
 
 def test_consent_is_read_on_every_decision_with_the_same_candidates() -> None:
-    req = request(k=10)
+    req, cache = request(k=10), CandidateCache()
     on = consent({"profile": True, "personalize": True})
-    first, _audit, _ = run(req, on, shoe_lover())
+    first, _audit, _ = run(req, on, shoe_lover(), cache=cache)
     assert first["personalized"] is True
     off = consent({"profile": True, "personalize": False})
-    second, audit, scorer = run(req, off, shoe_lover())
+    second, audit, scorer = run(req, off, shoe_lover(), cache=cache)
     assert second["personalized"] is False and audit["mode"] == "contextual"
     assert np.all(scorer.seen[0][:, :N_CUST] == 0.0)
     assert "f_capped" not in {f["offer_id"] for f in second["filtered"]}  # the cap needs the profile
     on.add_dismissed("a_shoes")
-    third, _audit, _ = run(req, on, shoe_lover())
+    third, _audit, _ = run(req, on, shoe_lover(), cache=cache)
     assert {"offer_id": "a_shoes", "reason": "dismissed"} in third["filtered"]
 
 
 def test_the_candidate_cache_is_bounded() -> None:
+    cache = CandidateCache(max_lists=5)
+    for i in range(15):
+        run(request(candidates=["a_shoes", "b_bags", f"x{i}"]), ConsentState.unknown(), None, cache=cache)
+        assert len(cache) <= 5
+    assert len(cache.offer_sets) == 1  # every list names the same two known offers
+
+
+def test_the_same_catalogue_objects_hit_the_callers_cache_on_every_request() -> None:
+    """The score path's speed: one OfferSet for the catalogue, built once, whatever the customer."""
+    from models.features import OfferSetCache
+
+    sets = OfferSetCache()
+    cache = CandidateCache(offer_sets=sets)
+    _looked_up, first, _positions, _unknown = cache.lookup(tuple(sorted(CATALOG)), CATALOG)
+    for state, prof in ((ConsentState.unknown(), None), (consent({"profile": True, "personalize": True}),
+                                                          shoe_lover())):
+        for req in (request(k=3), request(k=10, candidates=sorted(CATALOG))):
+            run(req, state, prof, cache=cache)
+            assert cache.lookup(tuple(sorted(CATALOG)), CATALOG)[1] is first
+    assert (len(cache), len(sets)) == (1, 1)
+
+
+def test_a_decision_is_the_same_with_and_without_a_cache() -> None:
+    """decide() keeps nothing between calls of its own: without a cache it builds what it needs."""
     from models import decision
 
-    for i in range(3 * decision._MAX_CANDIDATE_SETS):
-        run(request(candidates=["a_shoes", "b_bags", f"x{i}"]), ConsentState.unknown(), None)
-        assert len(decision._CANDIDATES) <= decision._MAX_CANDIDATE_SETS
+    cache = CandidateCache()
+    for state, prof in ((ConsentState.unknown(), None), (consent({"profile": True, "personalize": True}),
+                                                          shoe_lover())):
+        for req in (request(k=3), request(k=10, candidates=["f_capped", "nope", "a_shoes", "d_mail"])):
+            for _ in range(2):  # the second reads the cache
+                cached, cached_audit, cached_scorer = run(req, state, prof, cache=cache)
+                alone, alone_audit, alone_scorer = run(req, state, prof)
+                assert (cached, cached_audit) == (alone, alone_audit)
+                assert np.array_equal(cached_scorer.seen[0], alone_scorer.seen[0])
+    assert not [name for name, value in vars(decision).items()
+                if isinstance(value, dict | list | set) and not name.startswith("__")]
 
 
 @settings(max_examples=300, deadline=None)

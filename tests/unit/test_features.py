@@ -13,9 +13,11 @@ from models.errors import InvalidRequest
 from models.events import parse_event
 from models.features import (
     CUSTOMER_FEATURES,
+    FEATURE_INDEX,
     FEATURE_NAMES,
     PAIR_FEATURES,
     Context,
+    OfferSetCache,
     customer_features,
     parse_context,
     vectorize,
@@ -60,6 +62,57 @@ def test_feature_names_are_unique_and_blocks_ordered() -> None:
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     assert FEATURE_NAMES[: len(CUSTOMER_FEATURES)] == CUSTOMER_FEATURES
     assert FEATURE_NAMES[0] == "personalized"
+
+
+#: schema 2, as the registry's ONNX models read it: a change here needs a new FEATURE_SCHEMA_VERSION
+SCHEMA_2 = (
+    "personalized", "views_1h", "views_1d", "views_30d", "carts_1d", "carts_30d", "purchases_1d",
+    "purchases_30d", "impressions_30d", "clicks_30d", "redeems_30d", "hours_since_event",
+    "days_since_purchase", "session_events", "cart_items", "cart_value", "orders_total", "spend_total",
+    "spend_30d", "store_share",
+    "cat_affinity_1d", "cat_affinity_30d", "cart_has_category", "offer_impressions", "offer_clicks",
+    "offer_redeems", "offer_seen_today", "days_since_offer_seen",
+    "discount", "kind_discount", "kind_bundle", "kind_loyalty", "kind_third_party", "kind_other",
+    "popularity_rate", "popularity_log_n", "offer_days_live", "offer_days_left",
+    "hour_sin", "hour_cos", "is_weekend", "ctx_web", "ctx_app", "ctx_store", "ctx_category_match",
+    "ctx_offer_affinity", "ctx_position",
+)
+
+
+def test_the_feature_order_is_schema_2_and_every_column_is_read_from_it() -> None:
+    from models.features import FEATURE_SCHEMA_VERSION
+
+    assert (FEATURE_SCHEMA_VERSION, FEATURE_NAMES) == (2, SCHEMA_2)
+    assert dict(FEATURE_INDEX) == {name: i for i, name in enumerate(SCHEMA_2)}
+    with pytest.raises(TypeError):
+        FEATURE_INDEX["personalized"] = 1  # type: ignore[index]  # read-only
+
+
+def test_a_block_that_is_not_side_by_side_in_feature_names_is_refused() -> None:
+    from models import features
+
+    assert features._columns(("hour_sin", "hour_cos")) == slice(F["hour_sin"], F["hour_cos"] + 1)
+    for names in (("hour_cos", "hour_sin"), ("views_1h", "views_30d"), ("ctx_position", "hour_sin")):
+        with pytest.raises(RuntimeError, match="not adjacent"):
+            features._columns(names)
+
+
+def test_each_block_builder_places_every_value_under_its_name() -> None:
+    """The row builders key their values by name: each lands in the column FEATURE_INDEX gives."""
+    from models import features
+
+    prof, offer = profile(), OFFERS[2]
+    context = Context(channel="app", category="toys", offer_affinity={"o_toys": 0.5}, position=2)
+    row = features.vectorize_rows(prof, [offer], context, NOW, {"o_toys": (0.25, 3.0)})[0]
+    by_name = {name: float(row[F[name]]) for name in FEATURE_NAMES}
+    assert by_name["ctx_app"] == 1.0 and by_name["ctx_web"] == by_name["ctx_store"] == 0.0
+    assert by_name["ctx_category_match"] == 1.0 and by_name["ctx_offer_affinity"] == 0.5
+    assert by_name["ctx_position"] == 2.0 and by_name["kind_loyalty"] == 1.0
+    assert (by_name["popularity_rate"], by_name["popularity_log_n"]) == (0.25, 3.0)
+    assert by_name["offer_days_live"] == pytest.approx(math.log1p(2.0))
+    assert by_name["offer_days_left"] == pytest.approx(math.log1p(5.0))
+    assert by_name["personalized"] == 1.0 and by_name["store_share"] == 1.0
+    assert by_name["days_since_purchase"] == pytest.approx(math.log1p(2.0), rel=1e-6)
 
 
 @pytest.mark.parametrize("p", [None, "profile"])
@@ -210,7 +263,7 @@ def test_vectorize_equals_its_row_by_row_definition() -> None:
         stats[f"o{rng.randrange(60)}"] = (rng.random(), rng.random())  # updated in place, as replay does
 
 
-# ---- the per-candidate-set cache (models.features.offer_set) ---------------------------------------
+# ---- the per-candidate-set cache (models.features.OfferSetCache, owned by its caller) --------------
 
 
 def _exact(fast: np.ndarray, offers: list[Any], prof: Profile | None, context: Context, now: int,
@@ -226,20 +279,22 @@ def _exact(fast: np.ndarray, offers: list[Any], prof: Profile | None, context: C
 def test_an_offer_updated_with_the_same_id_is_never_scored_with_its_old_columns() -> None:
     from models import features
 
+    sets = features.OfferSetCache()
     offers = list(OFFERS)
-    before = vectorize(None, offers, Context(), NOW)
-    assert features.offer_set(offers) is features.offer_set(list(OFFERS))  # cached: same objects
+    before = vectorize(None, offers, Context(), NOW, offer_sets=sets)
+    assert sets.get(offers) is sets.get(list(OFFERS))  # cached: same objects
     updated = parse_offer({"offer_id": "o_bags", "category": "shoes", "kind": "discount", "discount_pct": 70,
                            "valid_from": NOW - DAY_MS, "valid_to": NOW + DAY_MS})
     offers[1] = updated
-    after = vectorize(None, offers, Context(category="shoes"), NOW)
+    after = vectorize(None, offers, Context(category="shoes"), NOW, offer_sets=sets)
     _exact(after, offers, None, Context(category="shoes"), NOW)
     assert after[1, F["discount"]] == pytest.approx(0.7) and after[1, F["kind_discount"]] == 1.0
     assert after[1, F["kind_third_party"]] == 0.0 and after[1, F["ctx_category_match"]] == 1.0
     assert after[1, F["offer_days_live"]] == pytest.approx(math.log1p(1.0))
     assert before[1, F["discount"]] == 0.0 and before[1, F["kind_third_party"]] == 1.0
     # the old objects still give the old rows (nothing was overwritten in place)
-    assert np.array_equal(vectorize(None, list(OFFERS), Context(), NOW), before)
+    assert np.array_equal(vectorize(None, list(OFFERS), Context(), NOW, offer_sets=sets), before)
+    assert len(sets) == 2
 
 
 def test_a_removed_offer_leaves_the_others_rows_unchanged() -> None:
@@ -252,14 +307,14 @@ def test_a_removed_offer_leaves_the_others_rows_unchanged() -> None:
 
 
 def test_cached_set_with_and_without_a_profile_and_changing_context() -> None:
-    prof = profile()
+    prof, sets = profile(), OfferSetCache()
     contexts = [Context(), Context(channel="app", category="toys", position=3),
                 Context(category="shoes", offer_affinity={"o_toys": 2, "o_shoes": 0.25, "other": 9.0}, position=0),
                 Context(channel="store", offer_affinity={"o_bags": 1.5})]
     for _ in range(2):  # the second round reads every set from the cache
         for context in contexts:
             for used in (prof, None, prof):  # consent off -> profile None, then on again
-                X = vectorize(used, OFFERS, context, NOW, {"o_toys": (0.4, 1.0)})
+                X = vectorize(used, OFFERS, context, NOW, {"o_toys": (0.4, 1.0)}, sets)
                 _exact(X, OFFERS, used, context, NOW, {"o_toys": (0.4, 1.0)})
                 if used is None:
                     assert np.all(X[:, CUST] == 0.0) and np.all(X[:, PAIR] == 0.0)
@@ -271,25 +326,27 @@ def test_cached_set_with_and_without_a_profile_and_changing_context() -> None:
 
 
 def test_the_returned_matrix_is_a_copy_not_the_cached_template() -> None:
-    X = vectorize(profile(), OFFERS, Context(), NOW)
+    sets = OfferSetCache()
+    X = vectorize(profile(), OFFERS, Context(), NOW, offer_sets=sets)
     X[:] = 7.0
-    again = vectorize(None, OFFERS, Context(), NOW)
+    again = vectorize(None, OFFERS, Context(), NOW, offer_sets=sets)
     _exact(again, OFFERS, None, Context(), NOW)
 
 
 def test_popularity_updated_in_place_is_read_on_every_call() -> None:
-    stats = {"o_shoes": (0.1, 1.0)}
-    assert vectorize(None, OFFERS, Context(), NOW, stats)[0, F["popularity_rate"]] == pytest.approx(0.1)
+    stats, sets = {"o_shoes": (0.1, 1.0)}, OfferSetCache()
+    assert vectorize(None, OFFERS, Context(), NOW, stats, sets)[0, F["popularity_rate"]] == pytest.approx(0.1)
     stats["o_shoes"] = (0.9, 2.0)
     stats["o_toys"] = (0.5, 3.0)
-    X = vectorize(None, OFFERS, Context(), NOW, stats)
+    X = vectorize(None, OFFERS, Context(), NOW, stats, sets)
     assert X[:, F["popularity_rate"]].tolist() == pytest.approx([0.9, 0.0, 0.5])
     _exact(X, OFFERS, None, Context(), NOW, stats)
 
 
 def test_validity_columns_follow_the_decision_time() -> None:
+    sets = OfferSetCache()
     for now in (NOW, NOW + DAY_MS, NOW + 10 * DAY_MS, NOW - 5 * DAY_MS):
-        X = vectorize(None, OFFERS, Context(), now)
+        X = vectorize(None, OFFERS, Context(), now, offer_sets=sets)
         _exact(X, OFFERS, None, Context(), now)
 
 
@@ -302,16 +359,45 @@ def test_an_offer_id_twice_gives_both_rows_their_own_history() -> None:
 
 
 def test_the_cache_is_bounded() -> None:
+    sets = OfferSetCache(max_sets=4, max_set_size=50, max_offers=7)
+    kept = []
+    for i in range(12):
+        offers = [parse_offer({"offer_id": f"b{i}-{j}", "category": "c", "kind": "other"}) for j in range(2)]
+        kept.append(offers)
+        vectorize(None, offers, Context(), NOW, offer_sets=sets)
+        assert len(sets) <= 4 and len(sets._rows) <= 7
+    assert sets.get(kept[-1]) is sets.get(kept[-1]) and sets.get(kept[0]) is not sets.get(kept[0][:1])
+    big = [parse_offer({"offer_id": f"big{j}", "category": "c"}) for j in range(51)]
+    keys = set(sets._sets)
+    X = vectorize(None, big, Context(), NOW, offer_sets=sets)
+    assert X.shape == (len(big), len(FEATURE_NAMES))
+    _exact(X, big, None, Context(), NOW)
+    assert set(sets._sets) == keys  # too big to keep
+
+
+def test_the_cache_is_its_callers_alone() -> None:
+    """No state is shared between caches or kept without one: each owner sees only its own sets."""
     from models import features
 
-    for i in range(3 * features._MAX_SETS):
-        offers = [parse_offer({"offer_id": f"b{i}-{j}", "category": "c", "kind": "other"}) for j in range(2)]
-        vectorize(None, offers, Context(), NOW)
-        assert len(features._SETS) <= features._MAX_SETS
-    big = [parse_offer({"offer_id": f"big{j}", "category": "c"}) for j in range(features._MAX_SET_SIZE + 1)]
-    keys = set(features._SETS)
-    assert vectorize(None, big, Context(), NOW).shape == (len(big), len(FEATURE_NAMES))
-    assert set(features._SETS) == keys  # too big to keep
+    mine, yours = OfferSetCache(), OfferSetCache()
+    assert mine.get(OFFERS) is mine.get(list(OFFERS)) is not yours.get(OFFERS)
+    assert (len(mine), len(yours)) == (1, 1)
+    assert features.OfferSet(tuple(OFFERS)) is not features.OfferSet(tuple(OFFERS))
+    vectorize(None, OFFERS, Context(), NOW)  # no cache given: nothing kept anywhere
+    assert (len(mine), len(yours)) == (1, 1)
+    mutable = [name for name, value in vars(features).items()
+               if isinstance(value, dict | list | set) and not name.startswith("__")]
+    assert mutable == ["IMPLIED_REQUIREMENTS"]  # models.catalog's constant table, imported
+
+
+def test_the_cache_least_recently_used_goes_first() -> None:
+    sets = OfferSetCache(max_sets=2)
+    a, b, c = ([parse_offer({"offer_id": f"{x}{j}", "category": "c"}) for j in range(2)] for x in "abc")
+    first_a = sets.get(a)
+    sets.get(b)
+    assert sets.get(a) is first_a  # a used again: b is now the oldest
+    sets.get(c)
+    assert sets.get(a) is first_a and len(sets) == 2
 
 
 def test_cached_path_equals_the_definition_under_catalogue_churn() -> None:
@@ -330,6 +416,7 @@ def test_cached_path_equals_the_definition_under_catalogue_churn() -> None:
                             **({"valid_to": NOW + rng.randint(2 * DAY_MS, 10 * DAY_MS)} if rng.random() < .3 else {})})
 
     catalogue = {f"o{i}": offer(i, 0) for i in range(40)}
+    sets = OfferSetCache(max_sets=4)  # small: the churn also evicts
     prof = Profile()
     for j in range(60):
         kind = rng.choice(["product_view", "add_to_cart", "offer_impression", "offer_click"])
@@ -350,4 +437,4 @@ def test_cached_path_equals_the_definition_under_catalogue_churn() -> None:
                           position=rng.choice([None, 0, 2]))
         now = NOW + rng.randint(-DAY_MS, DAY_MS)
         for used in (prof, None):
-            _exact(vectorize(used, offers, context, now), offers, used, context, now)
+            _exact(vectorize(used, offers, context, now, offer_sets=sets), offers, used, context, now)
