@@ -89,7 +89,7 @@ async def _dead_letter(rt: Runtime, key: bytes | None, raw: Any, error: InvalidE
         "truncated": len(text) > MAX_DEAD_LETTER_RAW,
     }
     rt.record_dead_letter(record)
-    await rt.topology.dead_letter.send(key=key, value=orjson.dumps(record))
+    await rt.topology.send_dead_letter(key, orjson.dumps(record))
 
 
 async def _handle_message(rt: Runtime, key: bytes | None, value: bytes | None, message: Any) -> None:
@@ -113,7 +113,7 @@ async def _handle_message(rt: Runtime, key: bytes | None, value: bytes | None, m
         cid = item.customer_id
         if owner_of(cid) != partition:
             rt.metrics.inc("events_rerouted_total")
-            await rt.topology.events.send(key=cid, value=orjson.dumps(item.data))
+            await rt.topology.reroute(item)  # acknowledged with this message, after the broker has it
             continue
         if already_applied(cid, offset):
             outcome = "replayed"  # the stored profile already holds this message

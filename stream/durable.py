@@ -1,4 +1,4 @@
-"""Changelog records waited for until the broker has acknowledged them.
+"""Records waited for until the broker has acknowledged them: changelogs, and what ingest sends.
 
 faust's ``Producer.flush()`` is not a durability barrier. Its buffer drain (``flush_atmost``)
 gives up as soon as one wait of 0.1 s for the next message to be handed to the Kafka client
@@ -13,6 +13,11 @@ resolves its ``FutureMessage``, which happens with the broker's answer (``acks=-
 refused stays refused: every later wait raises :class:`ChangelogNotAcknowledged`, so nothing is
 acknowledged on top of a changelog that lacks a write; a restart recovers from the changelog and
 the unacknowledged input is delivered again.
+
+The same holds for the other records the ingest agent produces while it handles a message: an
+event re-routed to the partition that owns its customer, and a dead letter. They go through
+:class:`TrackedSends`, and the flush that acknowledges the message waits for them as well, so an
+input message is never committed while a record that carries its effect could still be lost.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import Any
 
 import faust
 
-__all__ = ["ChangelogNotAcknowledged", "TrackedTable", "tracked_table", "wait_acknowledged", "DEFAULT_TIMEOUT_S"]
+__all__ = ["ChangelogNotAcknowledged", "TrackedSends", "TrackedTable", "tracked_table", "wait_acknowledged",
+           "DEFAULT_TIMEOUT_S"]
 
 log = logging.getLogger("offerstream.durable")
 
@@ -37,23 +43,16 @@ class ChangelogNotAcknowledged(RuntimeError):
     """A changelog record was refused by the broker, or not acknowledged in time."""
 
 
-class TrackedTable(faust.Table):  # type: ignore[misc]  # faust's Table is untyped
-    """A faust table that keeps its changelog records until the broker acknowledges them.
+class _Tracking:
+    """Futures of records handed to the producer, kept until the broker answers each one."""
 
-    Every table write (``table[key] = value``, ``del table[key]``) and every direct
-    ``send_changelog`` call goes through :meth:`send_changelog`.
-    """
+    name: str
+    unacknowledged: set[asyncio.Future]
+    refused: list[str]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.unacknowledged: set[asyncio.Future] = set()
-        self.refused: list[str] = []
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        """Send a changelog record as faust does, and remember it until it is acknowledged."""
-        future = super().send_changelog(*args, **kwargs)
-        self.track(future)
-        return future
+    def _start_tracking(self) -> None:
+        self.unacknowledged = set()
+        self.refused = []
 
     def track(self, future: asyncio.Future) -> None:
         """Remember ``future`` (a record's ``FutureMessage``) until it is resolved."""
@@ -63,10 +62,48 @@ class TrackedTable(faust.Table):  # type: ignore[misc]  # faust's Table is untyp
     def _resolved(self, future: asyncio.Future) -> None:
         self.unacknowledged.discard(future)
         if future.cancelled():
-            self.refused.append(f"{self.name}: changelog send cancelled")
+            self.refused.append(f"{self.name}: send cancelled")
         elif future.exception() is not None:
             self.refused.append(f"{self.name}: {future.exception()!r}")
-            log.error("changelog record of table %s refused: %r", self.name, future.exception())
+            log.error("record of %s refused: %r", self.name, future.exception())
+
+
+class TrackedTable(_Tracking, faust.Table):  # type: ignore[misc]  # faust's Table is untyped
+    """A faust table that keeps its changelog records until the broker acknowledges them.
+
+    Every table write (``table[key] = value``, ``del table[key]``) and every direct
+    ``send_changelog`` call goes through :meth:`send_changelog`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._start_tracking()
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        """Send a changelog record as faust does, and remember it until it is acknowledged."""
+        future = super().send_changelog(*args, **kwargs)
+        self.track(future)
+        return future
+
+
+class TrackedSends(_Tracking):
+    """Records sent to topics on behalf of input messages, kept until the broker acknowledges them.
+
+    Parameters
+    ----------
+    name : str
+        What the records are, for error messages (e.g. ``"ingest outputs"``).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._start_tracking()
+
+    async def send(self, topic: Any, *, key: Any, value: bytes) -> Any:
+        """Send through faust's ``topic.send`` and remember the record until it is acknowledged."""
+        future = await topic.send(key=key, value=value)
+        self.track(future)
+        return future
 
 
 def tracked_table(app: faust.App, name: str, **kwargs: Any) -> TrackedTable:
@@ -77,7 +114,7 @@ def tracked_table(app: faust.App, name: str, **kwargs: Any) -> TrackedTable:
 
 
 async def wait_acknowledged(tables: Iterable[Any], timeout: float = DEFAULT_TIMEOUT_S) -> int:
-    """Wait until every changelog record the ``tables`` have sent so far is acknowledged.
+    """Wait until every record the ``tables`` (or :class:`TrackedSends`) sent so far is acknowledged.
 
     Records sent while this waits are not waited for (the next call covers them).
 

@@ -9,9 +9,12 @@ live objects, so nothing waits for a flush to become visible.
 Guarantees kept:
 
 - **At least once.** The agent does not acknowledge messages itself; :meth:`LiveState.flush`
-  writes the dirty profiles, waits until the producer has them (the changelog is durable) and the
-  event archive is fsync'd, and only then acknowledges the messages they contain, so faust never
-  commits an offset whose effect could still be lost.
+  writes the dirty profiles, waits until the broker has acknowledged every record produced on
+  behalf of the messages it acknowledges (profile and consent changelogs, events re-routed to
+  their owner's partition, dead letters) and the event archive is fsync'd, and only then
+  acknowledges those messages, so faust never commits an offset whose effect could still be lost.
+  The rule holds whatever a message did: the wait is for *every* record sent before the flush
+  took its messages, not only for the profiles it writes.
 - **No double counting.** Each stored profile carries the offset of the last message applied to it
   (``Profile.to_bytes(offset)``, schema v4; ``OFFSET_FIELD`` in the older JSON form); a message
   at or below it is skipped on replay, however long the replay (the profile's own window of
@@ -57,13 +60,15 @@ class LiveState:
     message being applied; ``write_profile`` records it for the customer.
     """
 
-    def __init__(self, topology: Any, producer_flush: Any = None, archive_sync: Any = None, *,
+    def __init__(self, topology: Any, acknowledged: Any = None, archive_sync: Any = None, *,
                  partition_of: Any = None, write_behind: bool = True,
                  kafka_producer: Any = None) -> None:
         self.topology = topology
         self._partition_of = partition_of  # customer id -> its partition (Runtime.events_partition)
         self.write_behind = write_behind  # False: the naive baseline, every call goes to the tables
-        self._producer_flush = producer_flush
+        # awaitable: returns once the broker has acknowledged every record produced so far (table
+        # writes, re-routed events, dead letters); raises if one was refused
+        self._acknowledged = acknowledged
         self._archive_sync = archive_sync  # fsyncs the event archive (awaitable)
         # () -> the aiokafka producer: the flush then writes each chunk's changelog records as whole
         # record batches (Topology.stage_profiles) instead of one faust send per profile.
@@ -227,8 +232,11 @@ class LiveState:
                         last[partition] = max(last.get(partition, -1), metadata.offset + count - 1)
                     for partition, offset in last.items():
                         self.topology.profiles_persisted(partition, offset)
-                if dirty and self._producer_flush is not None:
-                    await self._producer_flush()  # consent writes and tombstones (faust's buffer)
+                if (dirty or pending) and self._acknowledged is not None:
+                    # Every record the acknowledged messages produced: consent writes, tombstones,
+                    # re-routed events and dead letters (faust's buffer). Also when no profile is
+                    # dirty: a message may have written only consent, or only re-routed its events.
+                    await self._acknowledged()
                 if pending and self._archive_sync is not None:
                     await self._archive_sync()  # the archived lines of these messages are on disk
             except BaseException:

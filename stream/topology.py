@@ -9,7 +9,7 @@ encodes and decodes: consent as orjson JSON, profiles in their binary stored for
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -17,9 +17,10 @@ import orjson
 from faust.types import TP
 
 from models.consent import ConsentState
+from models.events import Event
 from models.profile import Profile
 from stream.catalogue import ERASURES_TOPIC, OFFERS_TOPIC
-from stream.durable import tracked_table
+from stream.durable import TrackedSends, tracked_table
 from stream.record_batches import append_record, close_batches
 from stream.settings import Settings
 
@@ -37,6 +38,17 @@ class Topology:
     erasures: Any
     profiles: Any
     consent: Any
+    # Records the ingest agent produces on behalf of an input message (re-routed events, dead
+    # letters): the message is acknowledged only after the broker has acknowledged them too.
+    outputs: TrackedSends = field(default_factory=lambda: TrackedSends("ingest outputs"))
+
+    async def reroute(self, event: Event) -> None:
+        """Send an event to the partition that owns its customer (keyed by the customer id)."""
+        await self.outputs.send(self.events, key=event.customer_id, value=orjson.dumps(event.data))
+
+    async def send_dead_letter(self, key: bytes | None, record: bytes) -> None:
+        """Send a dead-letter record to ``events-dead-letter``."""
+        await self.outputs.send(self.dead_letter, key=key, value=record)
 
     def read_consent(self, customer_id: str) -> ConsentState:
         """The customer's consent; unknown = everything off."""

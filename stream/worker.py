@@ -75,7 +75,7 @@ class Runtime:
         self.restore_target: dict[int, int] = {}  # events partition -> offset restore must reach
         self.processed: dict[int, int] = {}  # events partition -> next offset to process
         # Write-behind profiles of the ingest agent; every read and erase goes through it.
-        self.live = LiveState(self.topology, self.changelogs_acknowledged, self.sync_archive,
+        self.live = LiveState(self.topology, self.writes_acknowledged, self.sync_archive,
                               partition_of=self.events_partition,
                               kafka_producer=lambda: cast(Any, self.app.producer)._ensure_producer())
         # faust holds back *every* incoming message while its producer buffer has more than
@@ -252,6 +252,16 @@ class Runtime:
         """
         await self.app.producer.flush()
         await wait_acknowledged((self.topology.profiles, self.topology.consent))
+
+    async def writes_acknowledged(self) -> None:
+        """Wait until the broker has acknowledged every record ingest has produced so far.
+
+        That is every table write (:meth:`changelogs_acknowledged`) and every record sent on
+        behalf of an input message (re-routed events, dead letters): the write-behind flush
+        acknowledges input messages only after this returns. Raises ``ChangelogNotAcknowledged``.
+        """
+        await self.app.producer.flush()
+        await wait_acknowledged((self.topology.profiles, self.topology.consent, self.topology.outputs))
 
     async def erase(self, customer_id: str) -> dict[str, Any]:
         """Delete everything stored about a customer, everywhere, and say what was removed.
