@@ -25,6 +25,7 @@ from stream.agents import register_agents
 from stream.app import create_app
 from stream.broker import TansuSafeTransport, kafka_metadata
 from stream.catalogue import ERASURES_TOPIC, Catalogue, TopicMirror
+from stream.contiguous import holes, read_contiguously
 from stream.durable import wait_acknowledged
 from stream.http import FORWARDED_HEADER, Unavailable
 from stream.ingest_state import LiveState
@@ -55,6 +56,10 @@ class Runtime:
         # This transport takes the larger of ListOffsets and the Fetch high watermark, which
         # leaves a correct broker's answer unchanged (BROKER-NOTES, tests/integration).
         self.app.transport = TansuSafeTransport(self.app.conf.broker_consumer, self.app)
+        # The bundled broker can hand a consumer a record batch before an earlier one of the same
+        # partition is readable; every consumer of this process reads the hole again instead of
+        # skipping it (stream/contiguous.py; it lost acknowledged events: issue 18).
+        read_contiguously()
         self.topology = declare(self.app, settings)
         bootstrap = settings.broker.removeprefix("kafka://")
         self.catalogue = Catalogue(bootstrap, snapshot=settings.data_dir / "catalogue.jsonl")
@@ -226,6 +231,10 @@ class Runtime:
             self.metrics.gauges[f'consumer_lag{{partition="{partition}"}}'] = lag
         self.metrics.gauges["erasures"] = len(self.ledger.entries())
         self.metrics.gauges["offers"] = len(self.catalogue.offers)
+        # offset holes the bundled broker showed a consumer of this worker (read again), and
+        # those that never filled (passed over: logged as errors)
+        self.metrics.gauges["offset_holes_seen"] = holes["seen"]
+        self.metrics.gauges["offset_holes_passed_over"] = holes["passed_over"]
         self.metrics.gauges["ready"] = int(self.health()["ready"])
         self.metrics.info["model_version"] = self.model.scorer.version
         return self.metrics.render()
