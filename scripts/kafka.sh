@@ -2,7 +2,7 @@
 # A real Apache Kafka (KRaft, no ZooKeeper, no Docker) on loopback, from Maven Central's jars.
 #
 #   scripts/kafka.sh fetch                       fetch the broker + tools jars once; prints the jar dir
-#   scripts/kafka.sh start DIR [--brokers 3] [--set KEY=VALUE ...]
+#   scripts/kafka.sh start DIR [--brokers 3] [--sasl-ssl] [--set KEY=VALUE ...]
 #                                                format and start a cluster in DIR; prints the bootstrap list
 #   scripts/kafka.sh stop DIR                    stop the cluster started in DIR
 #   scripts/kafka.sh status DIR                  print DIR's cluster.json if its nodes run

@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -48,6 +49,10 @@ REPO = Path(__file__).resolve().parents[1]
 KAFKA_SH = REPO / "scripts" / "kafka.sh"
 STATE_FILE = "cluster.json"
 HEAP = os.environ.get("OFFERSTREAM_KAFKA_HEAP", "-Xmx384m")
+#: More JVM options for every broker, e.g. ``-XX:TieredStopAtLevel=1`` (faster start, slower run).
+JVM_OPTS = shlex.split(os.environ.get("OFFERSTREAM_KAFKA_JVM_OPTS", ""))
+#: The name of the optional second client listener (``KafkaCluster(sasl_ssl=True)``).
+SASL_SSL_LISTENER = "SASL_SSL"
 
 #: Broker settings for tests: every topic replicated on all three nodes, acks=all needs two.
 TEST_DEFAULTS: dict[str, str] = {
@@ -220,6 +225,83 @@ rootLogger.appenderRef.err.ref = STDERR
 """
 
 
+class SaslSsl:
+    """TLS material and SASL users for the optional ``SASL_SSL`` listener.
+
+    A throwaway CA and one server certificate for 127.0.0.1/localhost (EC P-256, made with the
+    ``openssl`` command line, PEM stores so no keytool passwords), PLAIN and SCRAM-SHA-256/512
+    for user ``offerstream`` (SCRAM credentials go into the metadata log at format time).
+    Inter-broker and controller traffic stay on the plaintext listeners.
+    """
+
+    mechanisms = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+    def __init__(self, tls_dir: Path, username: str = "offerstream") -> None:
+        self.dir = tls_dir
+        self.username = username
+        self.password = base64.urlsafe_b64encode(os.urandom(12)).decode()
+        self.admin_password = base64.urlsafe_b64encode(os.urandom(12)).decode()
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "ca.pem"
+
+    @property
+    def keystore(self) -> Path:
+        return self.dir / "server-keystore.pem"
+
+    def make(self) -> None:
+        openssl = shutil.which("openssl")
+        if not openssl:
+            raise RuntimeError("SASL_SSL needs the openssl command (apt-get install openssl)")
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        d = self.dir
+
+        def run(*args: str) -> None:
+            done = subprocess.run([openssl, *args], cwd=d, capture_output=True, text=True, check=False)  # noqa: S603
+            if done.returncode != 0:
+                raise RuntimeError(f"openssl {' '.join(args)} failed: {done.stderr}")
+
+        ec = ("-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256")
+        run("genpkey", *ec, "-out", "ca.key")
+        run("req", "-x509", "-new", "-key", "ca.key", "-out", "ca.pem", "-days", "30",
+            "-subj", "/CN=offerstream test CA")
+        run("genpkey", *ec, "-out", "server.key")
+        run("req", "-new", "-key", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+        (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "30", "-extfile", "san.ext")
+        # Kafka's PEM key store: the PKCS#8 key, then the chain.
+        self.keystore.write_text((d / "server.key").read_text() + (d / "server.pem").read_text()
+                                 + self.ca_file.read_text())
+
+    def properties(self) -> dict[str, str]:
+        prefix = f"listener.name.{SASL_SSL_LISTENER.lower()}"
+        users = f'user_{self.username}="{self.password}" user_admin="{self.admin_password}"'
+        props = {
+            f"{prefix}.ssl.keystore.type": "PEM",
+            f"{prefix}.ssl.keystore.location": str(self.keystore),
+            f"{prefix}.ssl.truststore.type": "PEM",
+            f"{prefix}.ssl.truststore.location": str(self.ca_file),
+            f"{prefix}.sasl.enabled.mechanisms": ",".join(self.mechanisms),
+            f"{prefix}.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="admin" password="{self.admin_password}" {users};'),
+        }
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        for mech in ("scram-sha-256", "scram-sha-512"):
+            props[f"{prefix}.{mech}.sasl.jaas.config"] = scram
+        return props
+
+    def format_args(self) -> list[str]:
+        args = []
+        for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            args += ["--add-scram", f"{mech}=[name={self.username},password={self.password}]"]
+        return args
+
+
 def _pid_alive(pid: int, marker: str) -> bool:
     """Whether ``pid`` runs and its command line contains ``marker`` (so a reused pid is not ours)."""
     try:
@@ -267,6 +349,7 @@ class KafkaCluster:
         extra_listeners: Mapping[int, Iterable[Listener]] | None = None,
         heap: str = HEAP,
         detach: bool = False,
+        sasl_ssl: bool = False,
     ) -> None:
         if brokers < 1:
             raise ValueError("brokers must be >= 1")
@@ -285,10 +368,13 @@ class KafkaCluster:
         self.extra_listeners = {k: list(v) for k, v in (extra_listeners or {}).items()}
         self.heap = heap
         self.detach = detach
+        self.sasl_ssl = sasl_ssl
+        self.security = SaslSsl(self.workdir / "tls") if sasl_ssl else None
         self.cluster_id = ""
         self.nodes: dict[int, Node] = {}
         self.jars: Path | None = None
         self.startup_seconds: float | None = None
+        self.timings: dict[str, float] = {}
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -299,6 +385,20 @@ class KafkaCluster:
     @property
     def url(self) -> str:
         return ",".join(f"kafka://{n.client.host}:{n.client.port}" for n in self.nodes.values())
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """host:port list of the SASL_SSL listeners (``KafkaCluster(sasl_ssl=True)``)."""
+        return ",".join(f"{lsn.host}:{lsn.port}" for n in self.nodes.values() for lsn in n.extra
+                        if lsn.name == SASL_SSL_LISTENER)
+
+    def client_config(self, mechanism: str = "PLAIN") -> dict[str, str]:
+        """confluent-kafka (librdkafka) settings for the SASL_SSL listeners, as user ``offerstream``."""
+        if self.security is None:
+            raise RuntimeError("this cluster has no SASL_SSL listener (KafkaCluster(sasl_ssl=True))")
+        return {"bootstrap.servers": self.sasl_ssl_bootstrap, "security.protocol": "SASL_SSL",
+                "sasl.mechanism": mechanism, "sasl.username": self.security.username,
+                "sasl.password": self.security.password, "ssl.ca.location": str(self.security.ca_file)}
 
     def address(self, node_id: int) -> str:
         node = self.nodes[node_id]
@@ -327,7 +427,10 @@ class KafkaCluster:
             raise RuntimeError(f"a cluster already runs in {self.workdir}; stop it first")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cluster_id = new_cluster_id()
-        ports = free_ports(2 * self.brokers)
+        per_node = 3 if self.sasl_ssl else 2
+        ports = free_ports(per_node * self.brokers)
+        if self.security is not None:
+            self.security.make()
         self.nodes = {}
         for i in range(self.brokers):
             node_id = i + 1
@@ -338,23 +441,30 @@ class KafkaCluster:
             self.nodes[node_id] = Node(
                 node_id=node_id,
                 dir=node_dir,
-                client=Listener("PLAINTEXT", "PLAINTEXT", ports[2 * i]),
-                controller=Listener("CONTROLLER", "PLAINTEXT", ports[2 * i + 1], advertised=False),
-                extra=self.extra_listeners.get(node_id, []),
+                client=Listener("PLAINTEXT", "PLAINTEXT", ports[per_node * i]),
+                controller=Listener("CONTROLLER", "PLAINTEXT", ports[per_node * i + 1], advertised=False),
+                extra=[*self.extra_listeners.get(node_id, []),
+                       *([Listener(SASL_SSL_LISTENER, "SASL_SSL", ports[per_node * i + 2])] if self.sasl_ssl else [])],
             )
         (self.workdir / "log4j2.properties").write_text(LOG4J2)
         (self.workdir / "tools-log4j2.properties").write_text(TOOLS_LOG4J2)
         nodes = list(self.nodes.values())
+        overrides = {**(self.security.properties() if self.security else {}), **self.overrides}
         for node in nodes:
-            write_properties(node.config_path, broker_properties(node, nodes, self.overrides))
+            write_properties(node.config_path, broker_properties(node, nodes, overrides))
+        self.timings = {"prepare": time.monotonic() - began}
+        mark = time.monotonic()
         self._format(nodes)
+        self.timings["format"] = time.monotonic() - mark
         if not self.detach:
             _LIVE.add(self)
         try:
+            mark = time.monotonic()
             for node in nodes:
                 self._launch(node)
             self._write_state()
             self.wait_ready(timeout=max(5.0, timeout - (time.monotonic() - began)))
+            self.timings["launch_to_ready"] = time.monotonic() - mark
         except BaseException:
             self.stop()
             raise
@@ -374,7 +484,8 @@ class KafkaCluster:
         running = []
         for node in nodes:
             cmd = self._java("kafka.tools.StorageTool", "format", "--config", str(node.config_path),
-                             "--cluster-id", self.cluster_id)
+                             "--cluster-id", self.cluster_id,
+                             *(self.security.format_args() if self.security else ()))
             with (node.dir / "format.log").open("wb") as out:
                 running.append((node, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,  # noqa: S603
                                                        stderr=subprocess.STDOUT)))
@@ -393,7 +504,7 @@ class KafkaCluster:
     def _launch(self, node: Node) -> None:
         cmd = [
             java_bin(), self.heap, "-Xms64m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+            "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true", *JVM_OPTS,
             f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
             f"-Dofferstream.kafka.log={node.log_path}",
             f"-Dofferstream.kafka.node={node.dir}",  # the marker that tells our pid from a reused one
@@ -431,8 +542,11 @@ class KafkaCluster:
             "cluster_id": self.cluster_id,
             "classpath": self.classpath,
             "startup_seconds": self.startup_seconds,
+            "timings": self.timings,
+            "sasl_ssl": self.client_config() if self.security else None,
             "nodes": [
                 {"node_id": n.node_id, "pid": n.pid, "port": n.client.port, "controller_port": n.controller.port,
+                 "extra": [[lsn.name, lsn.protocol, lsn.port] for lsn in n.extra],
                  "dir": str(n.dir), "log": str(n.log_path)}
                 for n in self.nodes.values()
             ],
@@ -598,7 +712,7 @@ class KafkaCluster:
     def attach(cls, workdir: Path) -> KafkaCluster:
         workdir = Path(workdir).resolve()
         state = json.loads((workdir / STATE_FILE).read_text())
-        cluster = cls(workdir, brokers=len(state["nodes"]), detach=True)
+        cluster = cls(workdir, brokers=len(state["nodes"]), detach=True, sasl_ssl=bool(state.get("sasl_ssl")))
         cluster.cluster_id = state["cluster_id"]
         cluster.startup_seconds = state.get("startup_seconds")
         for n in state["nodes"]:
@@ -606,6 +720,7 @@ class KafkaCluster:
                 node_id=n["node_id"], dir=Path(n["dir"]),
                 client=Listener("PLAINTEXT", "PLAINTEXT", n["port"]),
                 controller=Listener("CONTROLLER", "PLAINTEXT", n["controller_port"], advertised=False),
+                extra=[Listener(name, proto, port) for name, proto, port in n.get("extra", [])],
                 pid=n["pid"])
         cluster.jars = Path(state["classpath"].rstrip("*").rstrip("/"))
         return cluster
@@ -618,6 +733,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     start.add_argument("dir", type=Path)
     start.add_argument("--brokers", type=int, default=3)
     start.add_argument("--timeout", type=float, default=120.0)
+    start.add_argument("--sasl-ssl", action="store_true",
+                       help="add a SASL_SSL listener per node (PLAIN, SCRAM); cluster.json has its client config")
     start.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="a broker setting over the test defaults (repeatable), e.g. min.insync.replicas=1")
     stop = sub.add_parser("stop", help="stop the cluster started in DIR")
@@ -631,13 +748,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if bad:
             parser.error(f"--set needs KEY=VALUE, not {bad}")
         overrides = dict(item.split("=", 1) for item in args.set)
-        cluster = KafkaCluster(args.dir, brokers=args.brokers, overrides=overrides, detach=True)
+        cluster = KafkaCluster(args.dir, brokers=args.brokers, overrides=overrides, detach=True,
+                               sasl_ssl=args.sasl_ssl)
         try:
             cluster.start(timeout=args.timeout)
         except Exception as exc:  # noqa: BLE001
             print(f"kafka cluster did not start: {exc}", file=sys.stderr)
             return 1
-        print(f"started {args.brokers} node(s) in {cluster.startup_seconds:.1f}s; "
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in cluster.timings.items())
+        print(f"started {args.brokers} node(s) in {cluster.startup_seconds:.1f}s ({steps}); "
               f"pids {' '.join(str(n.pid) for n in cluster.nodes.values())}; state in {cluster.workdir / STATE_FILE}",
               file=sys.stderr)
         print(cluster.bootstrap)

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
 from confluent_kafka import Consumer, Producer
 
 from tests.kafka_cluster import KafkaCluster
@@ -28,12 +30,13 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     workdir: Path = tmp_path_factory.mktemp("kafka")
-    kafka = KafkaCluster(workdir, brokers=3)
+    kafka = KafkaCluster(workdir, brokers=3, sasl_ssl=True)
     try:
         kafka.start(timeout=90)
     except Exception as exc:
         pytest.fail(f"the Kafka cluster did not start: {exc}", pytrace=False)
-    print(f"\nKafka cluster of 3 started in {kafka.startup_seconds:.1f}s: {kafka.bootstrap}")
+    steps = ", ".join(f"{k} {v:.1f}s" for k, v in kafka.timings.items())
+    print(f"\nKafka cluster of 3 started in {kafka.startup_seconds:.1f}s ({steps}): {kafka.bootstrap}")
     try:
         yield kafka
     finally:
@@ -201,3 +204,42 @@ def test_sigkill_of_a_partition_leader_keeps_acks_all_producing(cluster: KafkaCl
 
     values = asyncio.run(read_back())
     assert values == [f"before-{i}".encode() for i in range(5)] + [f"after-{i}".encode() for i in range(10)]
+
+
+def test_sasl_ssl_listener_with_plain_and_scram(cluster: KafkaCluster) -> None:
+    topic = _topic("secure")
+    cluster.create_topic(topic, partitions=1, replication=3)
+    conf = cluster.client_config("SCRAM-SHA-512")
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert set(conf["bootstrap.servers"].split(",")).isdisjoint(cluster.bootstrap.split(","))
+    producer = Producer({**conf, "acks": "all"})
+    producer.produce(topic, key=b"scram", value=b"over-tls")
+    assert producer.flush(30) == 0
+
+    async def scenario() -> list[bytes]:
+        kwargs = {"bootstrap_servers": conf["bootstrap.servers"], "security_protocol": "SASL_SSL",
+                  "ssl_context": create_ssl_context(cafile=conf["ssl.ca.location"]), "sasl_mechanism": "PLAIN",
+                  "sasl_plain_username": conf["sasl.username"], "sasl_plain_password": conf["sasl.password"]}
+        wrong = AIOKafkaProducer(**{**kwargs, "sasl_plain_password": "wrong"}, request_timeout_ms=5000)
+        with pytest.raises(KafkaError):
+            await wrong.start()
+        await wrong.stop()
+        aio = AIOKafkaProducer(acks="all", **kwargs)
+        await aio.start()
+        try:
+            await aio.send_and_wait(topic, b"plain-aiokafka", key=b"plain")
+        finally:
+            await aio.stop()
+        consumer = AIOKafkaConsumer(topic, group_id=_topic("secure-group"), auto_offset_reset="earliest",
+                                    **{**kwargs, "sasl_mechanism": "SCRAM-SHA-256"})
+        await consumer.start()
+        try:
+            values: list[bytes] = []
+            deadline = time.monotonic() + 20
+            while len(values) < 2 and time.monotonic() < deadline:
+                values += [m.value for msgs in (await consumer.getmany(timeout_ms=1000)).values() for m in msgs]
+            return values
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(scenario()) == [b"over-tls", b"plain-aiokafka"]
