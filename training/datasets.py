@@ -44,7 +44,7 @@ from models.archive import read_in_processing_order
 from models.catalog import Offer, parse_offer
 from models.errors import OfferstreamError, ValidationError
 from models.events import parse_event, parse_ts
-from models.features import vectorize
+from models.features import OfferSetCache, vectorize
 from models.ledger import LEDGER_FILE, ErasureLedger, read_hash_key
 from models.profile import DAY_MS
 from training.replay import RowMeta, _context, _Replayer
@@ -382,6 +382,7 @@ class _CandidateReplayer(_Replayer):
         super().__init__(data.offers, data.attribution_ms, data.assume_consent, ())
         self.targets, self.candidates = targets, list(candidates)
         self.captured: dict[str, np.ndarray] = {}
+        self.offer_sets = OfferSetCache()  # the same candidates at every target: their columns once
 
     def _take_row(self, event: Any, state: Any) -> None:
         affinity = self.targets.get(event.get("decision_id"))
@@ -391,5 +392,5 @@ class _CandidateReplayer(_Replayer):
             context = replace(_context(event), offer_affinity={
                 o.offer_id: float(a) for o, a in zip(self.candidates, affinity, strict=True)})
             self.captured[event.get("decision_id")] = vectorize(
-                profile, self.candidates, context, event.ts, self.offer_stats)
+                profile, self.candidates, context, event.ts, self.offer_stats, self.offer_sets)
         super()._take_row(event, state)
