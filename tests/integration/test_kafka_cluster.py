@@ -130,6 +130,7 @@ def test_confluent_kafka_round_trip(cluster: KafkaCluster) -> None:
         producer.produce(topic, key=f"c{i}".encode(), value=f"e{i}".encode(),
                          on_delivery=lambda err, _msg: errors.append(err) if err else None)
     assert producer.flush(30) == 0
+    del producer  # librdkafka would keep reconnecting (and logging) until the cluster is gone
     assert errors == []
     got = _consume_confluent(cluster, topic, 10, _topic("ck-group"))
     assert sorted(got) == sorted((f"c{i}".encode(), f"e{i}".encode()) for i in range(10))
@@ -215,6 +216,7 @@ def test_sasl_ssl_listener_with_plain_and_scram(cluster: KafkaCluster) -> None:
     producer = Producer({**conf, "acks": "all"})
     producer.produce(topic, key=b"scram", value=b"over-tls")
     assert producer.flush(30) == 0
+    del producer
 
     async def scenario() -> list[bytes]:
         kwargs = {"bootstrap_servers": conf["bootstrap.servers"], "security_protocol": "SASL_SSL",
