@@ -7,6 +7,13 @@ each customer's true count is known. Mid-stream one worker gets SIGKILL: it dies
 applied in memory but not yet flushed and messages not yet acknowledged. Once the survivor owns
 every partition, each customer's profile must count exactly the events sent to it. Score requests
 sent to the survivor during the hand-over must succeed or answer 503 with ``Retry-After``.
+
+The producer is either the project's own (aiokafka: Java's murmur2 partitioner, so every event
+lands where its customer's state lives) or an outside one, as a shop's would be: confluent-kafka
+(librdkafka) with its default partitioner (``consistent_random``, CRC32-based, so most events land
+on a partition that does not own the customer and the worker must re-route them), or with
+``murmur2_random`` (Java's default). Every event is acknowledged by the broker (acks=all), so
+each one the profiles miss is an acknowledged event lost.
 """
 
 from __future__ import annotations
@@ -21,11 +28,16 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from confluent_kafka import Producer as ConfluentProducer
 
 from stream.broker import EmbeddedBroker
 from tests.integration.workers import WorkerProcess, group_settled, wait_until
 
-__all__ = ["run_crash"]
+__all__ = ["run_crash", "PRODUCERS"]
+
+#: Producers the scenario can use: the project's own, and librdkafka with each partitioner.
+#: ``None`` leaves librdkafka's default (``consistent_random``) unset, as a shop's client would.
+PRODUCERS = {"own": None, "librdkafka-default": None, "librdkafka-murmur2": "murmur2_random"}
 
 
 async def _produce(bootstrap: str, events: list[dict], rate: float, kill_after: int,
@@ -47,6 +59,34 @@ async def _produce(bootstrap: str, events: list[dict], rate: float, kill_after: 
         await asyncio.gather(*futures)  # every event is on the broker
     finally:
         await producer.stop()
+
+
+def _produce_librdkafka(bootstrap: str, events: list[dict], rate: float, kill_after: int,
+                        killed: threading.Event, kill: threading.Event, partitioner: str | None,
+                        errors: list[str]) -> None:
+    """Send the events with confluent-kafka, one per message, keyed by the customer id's UTF-8."""
+    config = {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2}
+    if partitioner is not None:
+        config["partitioner"] = partitioner
+    producer = ConfluentProducer(config)
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    started = time.perf_counter()
+    for i, event in enumerate(events):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        if i == kill_after:
+            kill.set()
+            killed.wait()
+        producer.produce("events", orjson.dumps(event), key=event["customer_id"].encode(), on_delivery=delivered)
+        producer.poll(0)
+    remaining = producer.flush(60)
+    if remaining:
+        errors.append(f"{remaining} message(s) not delivered after 60 s")
 
 
 def _scores(worker: WorkerProcess, customers: list[str], stop: threading.Event, seen: Counter,
@@ -75,8 +115,15 @@ def _counts(worker: WorkerProcess, customers: list[str]) -> dict[str, int]:
 
 
 def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: float = 1_000.0,
-              kill_after: int = 2_000, env: dict[str, str] | None = None, partitions: int = 4) -> dict[str, Any]:
-    """Run the scenario; return what was sent, what survived, and how the hand-over answered."""
+              kill_after: int = 2_000, env: dict[str, str] | None = None, partitions: int = 4,
+              producer: str = "own") -> dict[str, Any]:
+    """Run the scenario; return what was sent, what survived, and how the hand-over answered.
+
+    ``producer`` is a key of :data:`PRODUCERS`.
+    """
+    if producer not in PRODUCERS:
+        raise ValueError(f"producer must be one of {sorted(PRODUCERS)}, not {producer!r}")
+    tmp.mkdir(parents=True, exist_ok=True)
     ids = [f"crash-{i}" for i in range(customers)]
     now = int(time.time() * 1000) - 600_000
     sent = [{"event_id": f"crash-ev-{i}", "type": "page_view", "customer_id": ids[(i * 7) % customers],
@@ -96,18 +143,23 @@ def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: floa
                        timeout=60, what="consent applied")
             statuses: Counter = Counter()
             bad: list[str] = []
-            producer = threading.Thread(target=lambda: asyncio.run(
-                _produce(broker.bootstrap, sent, rate, kill_after, killed, kill)), daemon=True)
+            producer_errors: list[str] = []
+            if producer == "own":
+                sender = threading.Thread(target=lambda: asyncio.run(
+                    _produce(broker.bootstrap, sent, rate, kill_after, killed, kill)), daemon=True)
+            else:
+                sender = threading.Thread(target=_produce_librdkafka, daemon=True, args=(
+                    broker.bootstrap, sent, rate, kill_after, killed, kill, PRODUCERS[producer], producer_errors))
             # daemons, and stopped in ``finally``: a failed check must not leave pytest waiting on them
             scorer = threading.Thread(target=_scores, args=(a, ids, stop, statuses, bad), daemon=True)
-            producer.start()
+            sender.start()
             scorer.start()
             if not kill.wait(timeout=120):
                 raise AssertionError("the producer never reached the kill point")
             b.stop(sig=signal.SIGKILL)
             killed_at = time.monotonic()
             killed.set()
-            producer.join(timeout=600)
+            sender.join(timeout=600)
             wait_until(lambda: a.health()[0] == 200 and len(a.health()[1]["assigned_partitions"]) == partitions,
                        timeout=60, what="the survivor to own every partition")
             try:
@@ -125,6 +177,7 @@ def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: floa
             b.stop()
             a.stop()
     return {
+        "producer": producer, "producer_errors": producer_errors[:10],
         "events": events, "customers": customers, "rate": rate, "kill_after": kill_after,
         "lost": sum(max(0, expected[c] - final[c]) for c in ids),
         "counted_twice": sum(max(0, final[c] - expected[c]) for c in ids),
