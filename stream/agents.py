@@ -15,67 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from models.consent import apply_update, parse_update
+from models.customer_state import apply_event
 from models.errors import InvalidConsent, InvalidEvent
 from models.events import Event, parse_payload
-from models.profile import Profile
 from stream.ingest_state import FLUSH_INTERVAL_S
 
 if TYPE_CHECKING:
     from stream.worker import Runtime
 
-__all__ = ["register_agents", "apply_event"]
+__all__ = ["register_agents"]
 
 log = logging.getLogger("offerstream.ingest")
 MAX_DEAD_LETTER_RAW = 64 * 1024
 
 
 RESTORED_HEADER = "offerstream-restored"
-# Only what was stored is archived: an event dropped for lack of consent, a duplicate, or one of
-# an erased customer leaves no trace on disk either.
-STORED_OUTCOMES = frozenset({"applied", "consent", "preference", "dismissed"})
-
-
-def apply_event(rt: Runtime, event: Event) -> str:
-    """Apply one event to the customer's consent or profile state; return the outcome name.
-
-    State is the runtime's live write-behind state when it has one (``rt.live``), else its tables
-    directly: both offer the same read/write interface, so this is the one update function.
-    """
-    return apply_to(getattr(rt, "live", None) or rt.topology, getattr(rt, "ledger", None), event)
-
-
-def apply_to(topo: Any, ledger: Any, event: Event) -> str:
-    """:func:`apply_event` on an explicit state (tables or live state) and erasure ledger."""
-    cid = event.customer_id
-    if ledger is not None and ledger.is_erased(cid, event.ts):
-        return "erased"  # the erasure ledger wins over any replay or late delivery
-    consent = topo.read_consent(cid)
-    if event.type == "consent":
-        change = apply_update(consent, parse_update(event.get("consent")), event.ts)
-        topo.write_consent(cid, change.state)
-        if "profile" in change.revoked:
-            topo.erase_profile(cid)
-        return "consent"
-    if event.type == "preference":
-        if event.get("exclude_categories") is not None:
-            consent.exclude_categories = list(event.get("exclude_categories"))
-        if event.get("channels") is not None:
-            consent.channels = list(event.get("channels"))
-        topo.write_consent(cid, consent)
-        return "preference"
-    if event.type == "offer_dismiss":
-        consent.add_dismissed(event.get("offer_id"))
-        topo.write_consent(cid, consent)
-    if not consent.may_profile(event.ts):
-        # fail closed: no profile consent (or the event predates its last revocation), nothing
-        # is added; a dismissal is still remembered
-        return "dismissed" if event.type == "offer_dismiss" else "not_profiled"
-    profile = topo.read_profile(cid) or Profile()
-    if not profile.apply(event):
-        return "duplicate"
-    topo.write_profile(cid, profile)
-    return "applied"
 
 
 async def _dead_letter(rt: Runtime, key: bytes | None, raw: Any, error: InvalidEvent,
@@ -119,13 +73,14 @@ async def _handle_message(rt: Runtime, key: bytes | None, value: bytes | None, m
             outcome = "replayed"  # the stored profile already holds this message
         else:
             try:
-                outcome = apply_to(live, ledger, item)
+                result = apply_event(live, item, ledger)  # the one event rule (models/customer_state.py)
             except InvalidConsent as exc:
                 await _dead_letter(rt, key, item.data, InvalidEvent(f"consent.{exc.field}", exc.reason),
                                    message, index if envelope else None)
                 continue
-            if outcome in STORED_OUTCOMES:
-                applied.append(item)
+            if result.stored:
+                applied.append(item)  # only what was stored is archived
+            outcome = result.value
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     for outcome, n in outcomes.items():
         rt.metrics.inc(f'events_processed_total{{outcome="{outcome}"}}', n)

@@ -56,7 +56,7 @@ class LiveState:
 
     ``read_consent``/``write_consent``/``read_profile``/``write_profile``/``erase_profile``
     behave like the table methods of :class:`stream.topology.Topology`, so the one update function
-    (``stream.agents.apply_event``) runs on either. ``offset`` is the events-topic offset of the
+    (:func:`models.customer_state.apply_event`) runs on either. ``offset`` is the events-topic offset of the
     message being applied; ``write_profile`` records it for the customer.
     """
 

@@ -387,7 +387,7 @@ class _CandidateReplayer(_Replayer):
     def _take_row(self, event: Any, state: Any) -> None:
         affinity = self.targets.get(event.get("decision_id"))
         if affinity is not None and state.flags["training"]:
-            profile = self.profiles.get(event.customer_id) if state.allows_personalization() \
+            profile = self.state.read_profile(event.customer_id) if state.allows_personalization() \
                 else None
             context = replace(_context(event), offer_affinity={
                 o.offer_id: float(a) for o, a in zip(self.candidates, affinity, strict=True)})

@@ -2,10 +2,9 @@
 
 :func:`replay` walks a log in time order and, per customer, keeps a
 :class:`~models.profile.Profile` and a :class:`~models.consent.ConsentState` exactly as the ingest
-agent (``stream/agents.py::apply_event``) does: ``consent`` events go through
-:func:`~models.consent.parse_update` + :func:`~models.consent.apply_update` and a revoked
-``profile`` erases the profile; ``preference`` and ``offer_dismiss`` update the stated choices;
-every other event reaches :meth:`Profile.apply` only while ``profile`` is granted.
+agent does, by calling the same event rule, :func:`models.customer_state.apply_event`, over plain
+dicts (:class:`~models.customer_state.DictState`): erasure first, then consent, preferences and
+dismissals, and the profile only while ``profile`` consent covers the event's time.
 
 At each ``offer_impression`` of a known offer it takes one training row **before** the impression
 is applied, with :func:`models.features.vectorize` -- the same function that builds the online row.
@@ -59,7 +58,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from models.catalog import Offer
-from models.consent import FLAGS, ConsentState, apply_update, parse_update
+from models.consent import FLAGS, ConsentState, parse_update
+from models.customer_state import DictState, Erasures, apply_event, erased
 from models.errors import InvalidEvent, ValidationError
 from models.events import CHANNELS, Event, parse_event
 from models.features import FEATURE_NAMES, Context, vectorize
@@ -153,11 +153,10 @@ class _Replayer:
     """Mutable state of one replay; :func:`replay` is the public face."""
 
     def __init__(self, offers: Mapping[str, Offer], attribution_ms: int | None,
-                 assume_consent: bool, erased: Container[str]) -> None:
+                 assume_consent: bool, erased: Erasures | Container[str]) -> None:
         self.offers, self.attribution_ms = offers, attribution_ms
         self.assume_consent, self.erased = assume_consent, erased
-        self.profiles: dict[str, Profile] = {}
-        self.consents: dict[str, ConsentState] = {}
+        self.state = DictState(assumed_consent if assume_consent else ConsentState.unknown)
         self.seen_ids: set[str] = set()
         self.rows: list[np.ndarray] = []
         self.labels: list[int] = []
@@ -179,7 +178,8 @@ class _Replayer:
         self.counts["events"] += 1
         try:
             event = parse_event(raw)
-            update = parse_update(event.get("consent")) if event.type == "consent" else None
+            if event.type == "consent":
+                parse_update(event.get("consent"))  # a malformed body is rejected before it counts
         except ValidationError as exc:
             self._reject(index, exc)
             return
@@ -189,13 +189,14 @@ class _Replayer:
         self.seen_ids.add(event.event_id)
         self._check_order(index, event.ts)
         self._close_windows(self.last_ts if self.last_ts is not None else event.ts)
-        if event.customer_id in self.erased:
+        if erased(self.erased, event):  # the core's erasure rule, before any row is taken
             self.counts["skipped_erased"] += 1
             return
-        if update is not None:
-            self._apply_consent(event, update)
-        else:
-            self._apply(event)
+        if event.type == "offer_impression":
+            self._take_row(event, self.state.read_consent(event.customer_id))
+        elif event.type in RESPONSE_TYPES:
+            self._attribute(event)
+        apply_event(self.state, event)  # the one event rule (models/customer_state.py)
 
     def _reject(self, index: int, exc: ValidationError) -> None:
         self.counts["invalid"] += 1
@@ -216,41 +217,6 @@ class _Replayer:
         self.first_ts = ts if self.first_ts is None else self.first_ts
         self.last_ts = ts
 
-    # ---- state updates (mirror stream/agents.py::apply_event) ------------------------------
-    def _consent(self, customer_id: str) -> ConsentState:
-        state = self.consents.get(customer_id)
-        if state is None:
-            state = assumed_consent() if self.assume_consent else ConsentState.unknown()
-            self.consents[customer_id] = state
-        return state
-
-    def _apply_consent(self, event: Event, update: Any) -> None:
-        change = apply_update(self._consent(event.customer_id), update, event.ts)
-        self.consents[event.customer_id] = change.state
-        if "profile" in change.revoked:
-            self.profiles.pop(event.customer_id, None)
-
-    def _apply(self, event: Event) -> None:
-        cid = event.customer_id
-        state = self._consent(cid)
-        if event.type == "preference":
-            if event.get("exclude_categories") is not None:
-                state.exclude_categories = list(event.get("exclude_categories"))
-            if event.get("channels") is not None:
-                state.channels = list(event.get("channels"))
-            return
-        if event.type == "offer_dismiss":
-            state.add_dismissed(event.get("offer_id"))
-        elif event.type == "offer_impression":
-            self._take_row(event, state)
-        elif event.type in RESPONSE_TYPES:
-            self._attribute(event)
-        if state.may_profile(event.ts):  # the same rule as the ingest agent
-            profile = self.profiles.get(cid)
-            if profile is None:
-                profile = self.profiles[cid] = Profile()
-            profile.apply(event)
-
     # ---- rows and labels -------------------------------------------------------------------
     def _take_row(self, event: Event, state: ConsentState) -> None:
         self.counts["impressions"] += 1
@@ -261,7 +227,7 @@ class _Replayer:
         if not state.flags["training"]:
             self.counts["excluded_no_training_consent"] += 1
             return
-        profile = self.profiles.get(event.customer_id) if state.allows_personalization() else None
+        profile = self.state.read_profile(event.customer_id) if state.allows_personalization() else None
         row = vectorize(profile, [offer], _context(event), event.ts, self.offer_stats)
         index = len(self.rows)
         self.rows.append(row[0])
@@ -323,8 +289,8 @@ class _Replayer:
                           f"worth {POPULARITY_PRIOR_N} impressions)",
             "popularity_base_rate": self.offer_stats.base_rate(),
         }
-        return ReplayResult(X, y, self.meta, self.offer_stats.snapshot(), self.profiles,
-                            self.consents,
+        return ReplayResult(X, y, self.meta, self.offer_stats.snapshot(), self.state.profiles,
+                            self.state.consents,
                             dict(self.counts), span, list(self.invalid), settings)
 
 
@@ -350,7 +316,7 @@ def replay(
     *,
     attribution_ms: int | None = None,
     assume_consent: bool = False,
-    erased: Container[str] = (),
+    erased: Erasures | Container[str] = (),
     processing_order: bool = False,
 ) -> ReplayResult:
     """Replay an event log point-in-time and return training rows, labels and final state.
@@ -367,8 +333,10 @@ def replay(
     assume_consent : bool
         For public data sets without consent: every customer starts with every flag but
         ``sharing`` granted (sources ``"assumed"``). Default: unknown consent, everything off.
-    erased : container of str
-        The erasure ledger: these customers are skipped entirely.
+    erased : erasure ledger or container of str
+        Erasures, by the core's rule (:func:`models.customer_state.erased`): an event at or before
+        its customer's erasure is skipped; with a ledger (``is_erased``) events after the erasure
+        are replayed as the worker applied them, a plain set of ids skips every event of those.
     processing_order : bool
         The events are in the order a worker applied them (an event archive), not in ``ts``
         order: late events are then applied where they were applied live (so consent decides

@@ -1,22 +1,22 @@
-"""Online vs offline: replay builds exactly the profile the stream builds, redelivery included.
+"""Online vs offline over the one event rule: replay builds exactly the state the agent stores.
 
-The "online" side applies the parsed events one at a time the way the ingest agent does
-(``stream/agents.py::apply_event``): consent through ``parse_update``/``apply_update`` with a
-revoked ``profile`` erasing the profile, preferences and dismissals into the consent state, and
-``Profile.apply`` only while ``profile`` is granted -- with state stored as orjson bytes between
-events, as the tables store it. The agent itself is also driven through a fake topology.
+Both sides call :func:`models.customer_state.apply_event`, the rule the ingest agent calls; there
+is no copy of it here. The "online" side applies the parsed events one at a time with state stored
+as orjson bytes between events, as the tables store it, and redelivery included; the offline side
+is :func:`training.replay.replay`. ``tests/integration/test_live_replay_parity.py`` runs the same
+log through a real worker.
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
 
 from models.catalog import parse_offer
-from models.consent import ConsentState, apply_update, parse_update
-from models.events import Event, parse_event
+from models.consent import ConsentState
+from models.customer_state import apply_event
+from models.events import parse_event
 from models.profile import HOUR_MS, Profile
 from training.replay import replay
 
@@ -53,7 +53,7 @@ def _event_log() -> list[dict[str, Any]]:
 
 
 class FakeTopology:
-    """The five state calls the agent makes, over dicts of orjson bytes (like the tables)."""
+    """The five state calls of the rule, over dicts of orjson bytes (as the tables store state)."""
 
     def __init__(self) -> None:
         self.consent: dict[str, bytes] = {}
@@ -77,34 +77,10 @@ class FakeTopology:
         return self.profiles.pop(cid, None) is not None
 
 
-def apply_like_the_agent(topo: FakeTopology, event: Event) -> None:
-    """One event, applied with the agent's consent gating."""
-    consent = topo.read_consent(event.customer_id)
-    if event.type == "consent":
-        change = apply_update(consent, parse_update(event.get("consent")), event.ts)
-        topo.write_consent(event.customer_id, change.state)
-        if "profile" in change.revoked:
-            topo.erase_profile(event.customer_id)
-        return
-    if event.type == "preference":
-        if event.get("exclude_categories") is not None:
-            consent.exclude_categories = list(event.get("exclude_categories"))
-        topo.write_consent(event.customer_id, consent)
-        return
-    if event.type == "offer_dismiss":
-        consent.add_dismissed(event.get("offer_id"))
-        topo.write_consent(event.customer_id, consent)
-    if not consent.flags["profile"]:
-        return
-    profile = topo.read_profile(event.customer_id) or Profile()
-    if profile.apply(event):
-        topo.write_profile(event.customer_id, profile)
-
-
-def _online(events: list[dict[str, Any]], apply=apply_like_the_agent) -> FakeTopology:
+def _online(events: list[dict[str, Any]]) -> FakeTopology:
     topo = FakeTopology()
     for raw in events:
-        apply(topo, parse_event(raw))
+        apply_event(topo, parse_event(raw))
     return topo
 
 
@@ -139,15 +115,3 @@ def test_redelivered_events_give_the_same_profile() -> None:
     for cid in online_twice.profiles:
         assert orjson.loads(online_twice.profiles[cid]) == _stored(once.profiles[cid])
     assert set(online_twice.profiles) == set(once.profiles)
-
-
-def test_the_ingest_agent_builds_the_replay_profile() -> None:
-    from stream import agents
-    events = _event_log()
-    each_twice = [e for e in events for _ in range(2)]
-    online = _online(each_twice,
-                     lambda topo, ev: agents.apply_event(SimpleNamespace(topology=topo), ev))
-    offline = replay(events, OFFERS)
-    for cid, profile in offline.profiles.items():
-        assert orjson.loads(online.profiles[cid]) == _stored(profile)
-    assert set(online.profiles) == set(offline.profiles)
