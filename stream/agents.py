@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from models.customer_state import apply_event
 from models.errors import InvalidConsent, InvalidEvent
 from models.events import Event, parse_payload
-from stream.ingest_state import FLUSH_INTERVAL_S
+from models.ledger import ErasureLedger
+from stream.ingest_state import FLUSH_INTERVAL_S, LiveState
+from stream.local_log import LocalLog
+from stream.metrics import Metrics
+from stream.topology import Topology
 
-if TYPE_CHECKING:
-    from stream.worker import Runtime
-
-__all__ = ["register_agents"]
+__all__ = ["Ingest", "register_agents", "RESTORED_HEADER"]
 
 log = logging.getLogger("offerstream.ingest")
 MAX_DEAD_LETTER_RAW = 64 * 1024
@@ -32,60 +35,78 @@ MAX_DEAD_LETTER_RAW = 64 * 1024
 RESTORED_HEADER = "offerstream-restored"
 
 
-async def _dead_letter(rt: Runtime, key: bytes | None, raw: Any, error: InvalidEvent,
-                       message: Any, index: int | None) -> None:
-    rt.metrics.inc("dead_letters_total")
-    text = raw if isinstance(raw, bytes) else orjson.dumps(raw)
-    record = {
-        "reason": str(error), "field": error.field, "index": index,
-        "source": {"topic": message.topic, "partition": message.partition, "offset": message.offset},
-        "raw": text[:MAX_DEAD_LETTER_RAW].decode("utf-8", "replace"),
-        "truncated": len(text) > MAX_DEAD_LETTER_RAW,
-    }
-    rt.record_dead_letter(record)
-    await rt.topology.send_dead_letter(key, orjson.dumps(record))
+@dataclass
+class Ingest:
+    """What the ingest agent works with, and its handling of one message.
 
+    ``owner_of`` maps a customer id to the ``events`` partition that owns it
+    (:meth:`stream.placement.Placement.events_partition`); ``processed`` is the next offset to
+    process per partition (:attr:`stream.readiness.Readiness.processed`).
+    """
 
-async def _handle_message(rt: Runtime, key: bytes | None, value: bytes | None, message: Any) -> None:
-    try:
-        items = parse_payload(value or b"")
-    except InvalidEvent as exc:
-        await _dead_letter(rt, key, value or b"", exc, message, None)
-        return
-    envelope = isinstance(value, bytes) and value.lstrip()[:1] == b"["
-    applied: list[Event] = []
-    live, ledger = rt.live, rt.ledger
-    partition, offset = message.partition, message.offset
-    owner_of, already_applied = rt.events_partition, live.already_applied
-    live.begin(offset)
-    outcomes: dict[str, int] = {}
-    for index, item in enumerate(items):
-        if isinstance(item, InvalidEvent):
-            raw = orjson.loads(value or b"")[index] if envelope else value
-            await _dead_letter(rt, key, raw, item, message, index if envelope else None)
-            continue
-        cid = item.customer_id
-        if owner_of(cid) != partition:
-            rt.metrics.inc("events_rerouted_total")
-            await rt.topology.reroute(item)  # acknowledged with this message, after the broker has it
-            continue
-        if already_applied(cid, offset):
-            outcome = "replayed"  # the stored profile already holds this message
-        else:
-            try:
-                result = apply_event(live, item, ledger)  # the one event rule (models/customer_state.py)
-            except InvalidConsent as exc:
-                await _dead_letter(rt, key, item.data, InvalidEvent(f"consent.{exc.field}", exc.reason),
-                                   message, index if envelope else None)
+    topology: Topology
+    live: LiveState
+    ledger: ErasureLedger
+    owner_of: Callable[[str], int]
+    local_log: LocalLog
+    metrics: Metrics
+    processed: dict[int, int]
+
+    async def handle(self, key: bytes | None, value: bytes | None, message: Any) -> None:
+        """Decode a message and apply, re-route or dead-letter each of its events."""
+        try:
+            items = parse_payload(value or b"")
+        except InvalidEvent as exc:
+            await self._dead_letter(key, value or b"", exc, message, None)
+            return
+        envelope = isinstance(value, bytes) and value.lstrip()[:1] == b"["
+        applied: list[Event] = []
+        partition, offset = message.partition, message.offset
+        self.live.begin(offset)
+        outcomes: dict[str, int] = {}
+        for index, item in enumerate(items):
+            if isinstance(item, InvalidEvent):
+                raw = orjson.loads(value or b"")[index] if envelope else value
+                await self._dead_letter(key, raw, item, message, index if envelope else None)
                 continue
-            if result.stored:
-                applied.append(item)  # only what was stored is archived
-            outcome = result.value
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    for outcome, n in outcomes.items():
-        rt.metrics.inc(f'events_processed_total{{outcome="{outcome}"}}', n)
-    if applied and not _restored(message):
-        rt.archive_events(applied, value if not envelope and len(applied) == 1 else None)
+            if self.owner_of(item.customer_id) != partition:
+                self.metrics.inc("events_rerouted_total")
+                await self.topology.reroute(item)  # acknowledged with this message, after the broker has it
+                continue
+            outcome = await self._apply(key, item, message, index if envelope else None, applied)
+            if outcome is not None:
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        for outcome, n in outcomes.items():
+            self.metrics.inc(f'events_processed_total{{outcome="{outcome}"}}', n)
+        if applied and not _restored(message):
+            self.local_log.append(applied, value if not envelope and len(applied) == 1 else None)
+
+    async def _apply(self, key: bytes | None, item: Event, message: Any, index: int | None,
+                     applied: list[Event]) -> str | None:
+        """Apply one event of the customer's own partition; its outcome (None: dead-lettered)."""
+        if self.live.already_applied(item.customer_id, message.offset):
+            return "replayed"  # the stored profile already holds this message
+        try:
+            result = apply_event(self.live, item, self.ledger)  # the one event rule (models/customer_state.py)
+        except InvalidConsent as exc:
+            await self._dead_letter(key, item.data, InvalidEvent(f"consent.{exc.field}", exc.reason), message, index)
+            return None
+        if result.stored:
+            applied.append(item)  # only what was stored is archived
+        return result.value
+
+    async def _dead_letter(self, key: bytes | None, raw: Any, error: InvalidEvent, message: Any,
+                           index: int | None) -> None:
+        self.metrics.inc("dead_letters_total")
+        text = raw if isinstance(raw, bytes) else orjson.dumps(raw)
+        record = {
+            "reason": str(error), "field": error.field, "index": index,
+            "source": {"topic": message.topic, "partition": message.partition, "offset": message.offset},
+            "raw": text[:MAX_DEAD_LETTER_RAW].decode("utf-8", "replace"),
+            "truncated": len(text) > MAX_DEAD_LETTER_RAW,
+        }
+        self.local_log.dead_letter(record)
+        await self.topology.send_dead_letter(key, orjson.dumps(record))
 
 
 def _restored(message: Any) -> bool:
@@ -95,42 +116,43 @@ def _restored(message: Any) -> bool:
     return any(k == RESTORED_HEADER for k, _ in pairs)
 
 
-def register_agents(rt: Runtime) -> None:
-    """Attach the ingest agent to the runtime's app."""
+def register_agents(app: Any, ingest: Ingest) -> None:
+    """Attach the ingest agent, its flush timer and its rebalance hooks to ``app``."""
+    live, metrics, processed = ingest.live, ingest.metrics, ingest.processed
 
     # Benchmark-only switch: OFFERSTREAM_WRITE_BEHIND=0 runs the naive baseline (one table write
     # per event, faust's automatic acks), so benchmarks/ can compare both in the same run.
     if os.environ.get("OFFERSTREAM_WRITE_BEHIND", "1") == "0":
-        rt.live.write_behind = False
+        live.write_behind = False
 
-        @rt.app.agent(rt.topology.events, name="offerstream.ingest")
+        @app.agent(ingest.topology.events, name="offerstream.ingest")
         async def ingest_naive(stream: Any) -> None:
             async for event in stream.events():
-                await _handle_message(rt, event.key, event.value, event.message)
-                rt.processed[event.message.partition] = event.message.offset + 1
+                await ingest.handle(event.key, event.value, event.message)
+                processed[event.message.partition] = event.message.offset + 1
         return
 
-    @rt.app.agent(rt.topology.events, name="offerstream.ingest")
-    async def ingest(stream: Any) -> None:
+    @app.agent(ingest.topology.events, name="offerstream.ingest")
+    async def ingest_write_behind(stream: Any) -> None:
         # Manual acknowledgement: a message is acked by the flush that made its effect durable.
         async for event in stream.noack().events():
-            async with rt.live.lock:
-                await _handle_message(rt, event.key, event.value, event.message)
-                rt.live.defer_ack(event)
-            rt.metrics.gauges["ingest_dirty_customers"] = rt.live.dirty
-            rt.processed[event.message.partition] = event.message.offset + 1
+            async with live.lock:
+                await ingest.handle(event.key, event.value, event.message)
+                live.defer_ack(event)
+            metrics.gauges["ingest_dirty_customers"] = live.dirty
+            processed[event.message.partition] = event.message.offset + 1
 
-    @rt.app.timer(FLUSH_INTERVAL_S)
+    @app.timer(FLUSH_INTERVAL_S)
     async def flush_profiles() -> None:
-        written = await rt.live.flush()
-        rt.metrics.inc("profiles_flushed_total", written)
-        rt.metrics.gauges["ingest_dirty_customers"] = rt.live.dirty
+        written = await live.flush()
+        metrics.inc("profiles_flushed_total", written)
+        metrics.gauges["ingest_dirty_customers"] = live.dirty
 
-    @rt.app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's stubs want a sync receiver
-    async def on_revoked(app: Any, revoked: Any, **_: Any) -> None:
-        await rt.live.flush()  # hand over what we applied before another worker takes over
-        rt.live.clear()
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's stubs want a sync receiver
+    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        await live.flush()  # hand over what we applied before another worker takes over
+        live.clear()
 
-    @rt.app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def on_assigned(app: Any, assigned: Any, **_: Any) -> None:
-        rt.live.clear()  # the tables may have moved on while another worker owned a partition
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        live.clear()  # the tables may have moved on while another worker owned a partition

@@ -23,7 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     from stream.broker import EmbeddedBroker
     from stream.restore import restore_from_disk
     from stream.settings import load_settings
-    from stream.worker import Runtime
+    from stream.worker import Worker
 
     settings = load_settings(broker=args.broker, port=args.port, data_dir=args.data_dir,
                              host=args.host, partitions=args.partitions)
@@ -44,9 +44,9 @@ def _serve(args: argparse.Namespace) -> int:
               "are open (fine for a demo, not for a shop)", flush=True)
     quiet_logging(settings.log_level)
     _use_event_loop(settings.event_loop)
-    runtime = Runtime(settings)
+    runtime = Worker(settings, static_dir=Path(__file__).resolve().parent / "static")
     if broker is not None:
-        runtime.restore_target = restored["ends"]
+        runtime.readiness.restore_target = restored["ends"]
     print(f"offerstream: worker serving {settings.url} (broker {settings.broker})", flush=True)
     try:
         worker = faust.Worker(runtime.app, loglevel=settings.log_level, quiet=True,

@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the views: JSON responses, errors, access keys, owner forwarding.
+"""HTTP plumbing shared by the handlers: JSON responses, errors, access keys.
 
 HTTP status codes are decided here and nowhere in the core:
 
@@ -32,9 +32,7 @@ __all__ = [
     "Unavailable",
     "json_response",
     "error_response",
-    "handler",
     "route_handler",
-    "DirectRoutes",
     "failure_response",
     "check_key",
     "read_json",
@@ -72,22 +70,9 @@ def error_response(status: int, error: str, detail: str, headers: dict[str, str]
     return json_response({"error": error, "detail": detail, **extra}, status, headers)
 
 
-def handler(fn: Callable[..., Awaitable[aioweb.Response]]) -> Callable[..., Awaitable[aioweb.Response]]:
-    """Wrap a view method so every failure becomes a JSON error with the right status."""
-
-    @functools.wraps(fn)
-    async def wrapped(self: Any, request: aioweb.Request, **kwargs: Any) -> aioweb.Response:
-        try:
-            return await fn(self, request, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - mapped to a status, or logged and a 500
-            return failure_response(exc, request, fn.__qualname__)
-
-    return wrapped
-
-
 def route_handler(fn: Callable[[aioweb.Request], Awaitable[aioweb.Response]],
                   ) -> Callable[[aioweb.Request], Awaitable[aioweb.Response]]:
-    """:func:`handler` for a plain aiohttp handler ``fn(request)`` (no faust ``View``)."""
+    """Wrap a handler ``fn(request)`` so every failure becomes a JSON error with the right status."""
 
     @functools.wraps(fn)
     async def wrapped(request: aioweb.Request) -> aioweb.Response:
@@ -97,33 +82,6 @@ def route_handler(fn: Callable[[aioweb.Request], Awaitable[aioweb.Response]],
             return failure_response(exc, request, fn.__qualname__)
 
     return wrapped
-
-
-class DirectRoutes:
-    """Routes on faust's aiohttp app itself, without faust's ``View`` dispatch.
-
-    ``@DirectRoutes(app.web.web_app).page(path)`` on a class whose ``get``/``put``/``post``/
-    ``delete``/``patch`` methods take ``(self, request)``: each one becomes an aiohttp route for
-    that method, wrapped like :func:`handler` (failures become JSON errors).
-    """
-
-    METHODS = ("get", "put", "post", "delete", "patch")
-
-    def __init__(self, web_app: aioweb.Application) -> None:
-        self.router = web_app.router
-
-    def page(self, path: str) -> Callable[[type], type]:
-        """Register the decorated class's methods for ``path``."""
-
-        def register(cls: type) -> type:
-            view = cls()
-            for method in self.METHODS:
-                fn = getattr(view, method, None)
-                if fn is not None:
-                    self.router.add_route(method.upper(), path, route_handler(fn))
-            return cls
-
-        return register
 
 
 def failure_response(exc: Exception, request: aioweb.Request, where: str) -> aioweb.Response:

@@ -1,7 +1,7 @@
 """The OpenAPI 3.0.3 document of the HTTP API (served at ``/openapi.json``).
 
 Built from small functions that return plain dicts; ``tests/unit/test_openapi.py`` validates it
-against the OpenAPI 3.0 meta-schema and checks that it lists every route of ``stream/views.py``.
+against the OpenAPI 3.0 meta-schema and checks that it lists every route of ``stream/routes.py``.
 Limits quoted here are the ones the parsers in ``models/`` enforce.
 """
 
@@ -21,7 +21,7 @@ KINDS = ("discount", "bundle", "loyalty", "partner", "sponsored", "other")
 GCM_FIELDS = ("analytics_storage", "ad_personalization", "ad_user_data", "ad_storage")
 MAX_BODY = 4 * 1024 * 1024
 
-# (method, path) of every operation; kept in sync with stream/views.py by a unit test.
+# (method, path) of every operation; kept in sync with stream/routes.py by a unit test.
 ROUTES = (
     ("post", "/v1/events"), ("post", "/v1/score"),
     ("put", "/v1/customers/{customer_id}/consent"),

@@ -20,7 +20,7 @@ from models.consent import ConsentState
 from models.events import Event
 from models.profile import Profile
 from stream.catalogue import ERASURES_TOPIC, OFFERS_TOPIC
-from stream.durable import TrackedSends, tracked_table
+from stream.durable import TrackedSends, tracked_table, wait_acknowledged
 from stream.record_batches import append_record, close_batches
 from stream.settings import Settings
 
@@ -49,6 +49,26 @@ class Topology:
     async def send_dead_letter(self, key: bytes | None, record: bytes) -> None:
         """Send a dead-letter record to ``events-dead-letter``."""
         await self.outputs.send(self.dead_letter, key=key, value=record)
+
+    async def changelogs_acknowledged(self, producer: Any) -> None:
+        """Wait until the broker has acknowledged every table write made so far.
+
+        faust's producer flush hands buffered records to the Kafka client but is no barrier (it
+        can return with records still buffered: ``stream/durable.py``), so after it the tables'
+        own records are waited for one by one. Raises ``ChangelogNotAcknowledged``.
+        """
+        await producer.flush()
+        await wait_acknowledged((self.profiles, self.consent))
+
+    async def writes_acknowledged(self, producer: Any) -> None:
+        """Wait until the broker has acknowledged every record ingest has produced so far.
+
+        That is every table write (:meth:`changelogs_acknowledged`) and every record sent on
+        behalf of an input message (re-routed events, dead letters): the write-behind flush
+        acknowledges input messages only after this returns. Raises ``ChangelogNotAcknowledged``.
+        """
+        await producer.flush()
+        await wait_acknowledged((self.profiles, self.consent, self.outputs))
 
     def read_consent(self, customer_id: str) -> ConsentState:
         """The customer's consent; unknown = everything off."""

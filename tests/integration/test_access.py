@@ -128,9 +128,8 @@ def test_catalogue_reads_need_the_api_key(keyed: WorkerProcess) -> None:
         status, _, _ = call(keyed.url, "GET", path, None, f"Bearer {API_KEY}")
         assert status == 200, path
         status, headers, body = call(keyed.url, "GET", path)
-        assert status == 401, (f"BUG (stream/views.py): GET {path} answers {status} without a key although "
-                               "DESIGN.md 'Access' requires the key for catalogue calls; add "
-                               "check_key(request, rt.settings.api_key) to OfferView.get and Offers.get")
+        assert status == 401, (f"BUG (stream/handlers/offers.py): GET {path} answers {status} without a key "
+                               "although DESIGN.md 'Access' requires the key for catalogue calls")
         assert_unauthorized(status, headers, body, f"GET {path}")
 
 

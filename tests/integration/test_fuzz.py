@@ -123,7 +123,7 @@ def test_schemathesis_finds_no_server_error(worker: WorkerProcess, api: Http, tm
                      for e in entries if e["response"]["status"] >= 500]
     assert len(entries) > 500, f"schemathesis sent too few requests:\n{run.stdout[-3000:]}\n{run.stderr[-2000:]}"
     assert not server_errors, (f"schemathesis got {len(server_errors)} server errors "
-                               "(see the report: BUG in stream/views.py or stream/http.py):\n"
+                               "(see the report: BUG in stream/handlers/ or stream/http.py):\n"
                                + "\n".join(sorted(set(server_errors))[:10]))
     assert run.returncode == 0, f"schemathesis failed:\n{run.stdout[-6000:]}\n{run.stderr[-2000:]}"
 

@@ -18,7 +18,7 @@ from models.decision import MAX_CANDIDATES, MAX_K
 from models.events import CHANNELS, EVENT_TYPES, TS_MAX_MS, TS_MIN_MS
 from stream.openapi import MAX_BODY, ROUTES, build_openapi
 
-VIEWS = Path(__file__).resolve().parents[2] / "stream" / "views.py"
+STREAM = Path(__file__).resolve().parents[2] / "stream"
 METHODS = {"get", "put", "post", "delete", "patch"}
 
 
@@ -28,23 +28,32 @@ def doc() -> dict[str, Any]:
 
 
 def views_routes() -> dict[tuple[str, str], str | None]:
-    """``{(method, path): key setting checked or None}`` read from views.py's source."""
-    tree = ast.parse(VIEWS.read_text())
+    """``{(method, path): key setting checked or None}`` read from the route table's source.
+
+    ``stream/routes.py``'s ``route_table`` names each handler as ``area.method``; the area's
+    class (its parameter's annotation) is found in ``stream/handlers/``, and the key setting is
+    the attribute its method passes to ``check_key``.
+    """
+    table = next(n for n in ast.walk(ast.parse((STREAM / "routes.py").read_text()))
+                 if isinstance(n, ast.FunctionDef) and n.name == "route_table")
+    classes = {a.arg: ast.unparse(a.annotation) for a in table.args.args if a.annotation is not None}
+    methods: dict[tuple[str, str], ast.AsyncFunctionDef] = {}
+    for source in (STREAM / "handlers").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, ast.AsyncFunctionDef):
+                        methods[(node.name, item.name)] = item
     found: dict[tuple[str, str], str | None] = {}
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.ClassDef):
-            continue
-        paths = [d.args[0].value for d in node.decorator_list
-                 if isinstance(d, ast.Call) and getattr(d.func, "attr", "") == "page"]
-        if not paths:
-            continue
-        for item in node.body:
-            if isinstance(item, ast.AsyncFunctionDef) and item.name in METHODS:
-                key = None
-                for call in ast.walk(item):
-                    if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "check_key":
-                        key = ast.unparse(call.args[1]).rsplit(".", 1)[-1]
-                found[(item.name, paths[0])] = key
+    for call in ast.walk(table):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Route":
+            method, path = call.args[0].value, call.args[1].value  # type: ignore[attr-defined]
+            area, name = ast.unparse(call.args[2]).split(".")
+            key = None
+            for inner in ast.walk(methods[(classes[area], name)]):
+                if isinstance(inner, ast.Call) and getattr(inner.func, "id", "") == "check_key":
+                    key = ast.unparse(inner.args[1]).rsplit(".", 1)[-1]
+            found[(method.lower(), path)] = key
     return found
 
 
@@ -63,15 +72,15 @@ def test_the_validator_really_rejects_a_broken_document(doc: dict[str, Any]) -> 
         schemathesis.openapi.from_dict(broken).validate()
 
 
-def test_every_route_of_views_py_is_documented(doc: dict[str, Any]) -> None:
+def test_every_route_of_the_route_table_is_documented(doc: dict[str, Any]) -> None:
     routes = views_routes()
     assert len(routes) >= 12, routes
-    assert set(routes) == set(ROUTES), "stream/openapi.py ROUTES is out of step with stream/views.py"
+    assert set(routes) == set(ROUTES), "stream/openapi.py ROUTES is out of step with stream/routes.py"
     documented = {(m, p) for p, item in doc["paths"].items() for m in item if m in METHODS}
     assert documented == set(ROUTES)
 
 
-def test_security_matches_the_key_checks_in_views_py(doc: dict[str, Any]) -> None:
+def test_security_matches_the_key_checks_of_the_handlers(doc: dict[str, Any]) -> None:
     scheme = {"api_key": "apiKey", "score_key": "scoreKey", None: None}
     for (method, path), key in views_routes().items():
         op = doc["paths"][path][method]
@@ -131,7 +140,7 @@ def test_enums_and_limits_match_the_parsers(doc: dict[str, Any]) -> None:
 
 
 def test_body_limit_matches_the_web_server() -> None:
-    source = (VIEWS.parent / "app.py").read_text()
+    source = (STREAM / "app.py").read_text()
     assert '"client_max_size": 4 * 1024 * 1024' in source and MAX_BODY == 4 * 1024 * 1024
     op = build_openapi("http://x")["paths"]["/v1/events"]["post"]
     assert set(op["responses"]) == {"202", "400", "401", "413"}

@@ -1,16 +1,16 @@
-"""Runtime.owns: the owned ``events`` partitions cached per assignment, never stale across one."""
+"""Placement.owns: the owned ``events`` partitions cached per assignment, never stale across one."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
 
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 from faust.transport.consumer import ensure_TPset
 from faust.types import TP
 
-from stream.worker import Runtime
+from stream.metrics import Metrics
+from stream.placement import Placement
 
 PARTITIONS = 4
 
@@ -34,17 +34,11 @@ class KafkaConsumer:
 
 
 def runtime(kafka: KafkaConsumer | None) -> Any:
-    rt = Runtime.__new__(Runtime)  # no broker: only what placement needs
     thread = SimpleNamespace(_consumer=kafka)
     faust_consumer = SimpleNamespace(
         _thread=thread, assignment=lambda: ensure_TPset(kafka.current if kafka else ()))
-    rt.app = SimpleNamespace(consumer=faust_consumer)
-    rt._partitioner = DefaultPartitioner()
-    rt._partitions = list(range(PARTITIONS))
-    rt._partition_of = {}
-    rt._owned = frozenset()
-    rt._owned_for = None
-    return rt
+    app = SimpleNamespace(consumer=faust_consumer)  # only what placement reads of faust's app
+    return Placement(app, "http://127.0.0.1:1", PARTITIONS, readiness=None, metrics=Metrics())  # type: ignore[arg-type]
 
 
 def old_rule(rt: Any, kafka: KafkaConsumer, customer_id: str) -> bool:

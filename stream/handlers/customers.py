@@ -1,0 +1,51 @@
+"""``PUT /v1/customers/{id}/consent``, ``GET`` and ``DELETE /v1/customers/{id}``, on the owner."""
+
+from __future__ import annotations
+
+from aiohttp import web as aioweb
+
+from models.consent import parse_update
+from stream.customers import Customers
+from stream.handlers.common import gpc
+from stream.http import check_key, json_response, read_json
+from stream.placement import Placement
+
+__all__ = ["CustomersApi"]
+
+
+class CustomersApi:
+    """Consent, access and erasure calls; another worker's customer is forwarded to its owner.
+
+    ``changelog`` names a table changelog partitioned like ``events`` (owner look-up).
+    """
+
+    def __init__(self, customers: Customers, placement: Placement, api_key: str | None, changelog: str) -> None:
+        self.customers, self.placement, self.api_key, self.changelog = customers, placement, api_key, changelog
+
+    async def put_consent(self, request: aioweb.Request) -> aioweb.Response:
+        """Change consent; effective and durable when it returns."""
+        check_key(request, self.api_key)
+        customer_id = request.match_info["customer_id"]
+        update = parse_update(await read_json(request), header_gpc=gpc(request))
+        forwarded = await self.placement.forward_if_remote(request, customer_id, self.changelog)
+        if forwarded is not None:
+            return forwarded
+        return json_response(await self.customers.change_consent(customer_id, update))
+
+    async def get(self, request: aioweb.Request) -> aioweb.Response:
+        """What is stored about the customer, and why (404 if nothing)."""
+        check_key(request, self.api_key)
+        customer_id = request.match_info["customer_id"]
+        forwarded = await self.placement.forward_if_remote(request, customer_id, self.changelog)
+        if forwarded is not None:
+            return forwarded
+        return json_response(self.customers.access_report(customer_id))
+
+    async def delete(self, request: aioweb.Request) -> aioweb.Response:
+        """Erase the customer everywhere; the receipt."""
+        check_key(request, self.api_key)
+        customer_id = request.match_info["customer_id"]
+        forwarded = await self.placement.forward_if_remote(request, customer_id, self.changelog)
+        if forwarded is not None:
+            return forwarded
+        return json_response(await self.customers.erase(customer_id))
