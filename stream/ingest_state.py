@@ -204,34 +204,7 @@ class LiveState:
                 pending, self._pending = self._pending, []
                 self._flushing = dirty
             try:
-                order = list(dirty)
-                producer = self._kafka_producer() if self._kafka_producer is not None else None
-                sent: list[tuple[int, int, Any]] = []
-                batches: dict[int, Any] = {}  # partition -> changelog record batch being filled
-                chunk = FLUSH_CHUNK if producer is None else STAGE_CHUNK
-                for start in range(0, len(order), chunk):
-                    if start:
-                        await asyncio.sleep(0)
-                    if producer is None:
-                        async with self.lock:
-                            self._write_chunk(order[start:start + chunk])
-                        continue
-                    async with self.lock:
-                        full = self._stage_chunk(producer, order[start:start + chunk], batches)
-                    if full:
-                        sent += await self.topology.send_profile_batches(producer, full)
-                if batches:
-                    sent += await self.topology.send_profile_batches(
-                        producer, self.topology.close_batches(batches))
-                if self._erased_in_flush:
-                    self._retombstone()
-                if sent:
-                    results = await asyncio.gather(*(future for _, _, future in sent))
-                    last: dict[int, int] = {}
-                    for (partition, count, _), metadata in zip(sent, results, strict=True):
-                        last[partition] = max(last.get(partition, -1), metadata.offset + count - 1)
-                    for partition, offset in last.items():
-                        self.topology.profiles_persisted(partition, offset)
+                await self._write_profiles(list(dirty))
                 if (dirty or pending) and self._acknowledged is not None:
                     # Every record the acknowledged messages produced: consent writes, tombstones,
                     # re-routed events and dead letters (faust's buffer). Also when no profile is
@@ -254,6 +227,35 @@ class LiveState:
         self.flushes += 1
         self.profiles_written += len(dirty)
         return len(dirty)
+
+    async def _write_profiles(self, order: list[str]) -> None:
+        """Write the profiles of a flush, chunk by chunk, and wait until the broker has them all."""
+        producer = self._kafka_producer() if self._kafka_producer is not None else None
+        sent: list[tuple[int, int, Any]] = []
+        batches: dict[int, Any] = {}  # partition -> changelog record batch being filled
+        chunk = FLUSH_CHUNK if producer is None else STAGE_CHUNK
+        for start in range(0, len(order), chunk):
+            if start:
+                await asyncio.sleep(0)
+            if producer is None:
+                async with self.lock:
+                    self._write_chunk(order[start:start + chunk])
+                continue
+            async with self.lock:
+                full = self._stage_chunk(producer, order[start:start + chunk], batches)
+            if full:
+                sent += await self.topology.send_profile_batches(producer, full)
+        if batches:
+            sent += await self.topology.send_profile_batches(producer, self.topology.close_batches(batches))
+        if self._erased_in_flush:
+            self._retombstone()
+        if sent:
+            results = await asyncio.gather(*(future for _, _, future in sent))
+            last: dict[int, int] = {}
+            for (partition, count, _), metadata in zip(sent, results, strict=True):
+                last[partition] = max(last.get(partition, -1), metadata.offset + count - 1)
+            for partition, offset in last.items():
+                self.topology.profiles_persisted(partition, offset)
 
     def _encode(self, customer_ids: list[str]) -> list[tuple[str, int, bytes]]:
         """``(customer_id, partition, stored bytes)`` for each customer still live (not erased)."""

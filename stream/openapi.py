@@ -244,6 +244,11 @@ def _op(summary: str, tag: str, responses: dict[str, Any], *, key: str | None = 
 
 
 def _paths() -> dict[str, Any]:
+    return {**_customer_paths(), **_catalogue_and_operations_paths()}
+
+
+def _customer_paths() -> dict[str, Any]:
+    """Events, score and the customer calls."""
     unavailable = _error("this worker is recovering, or the customer's owner is not known or not answering",
                          retry=True)
     events_body = {
@@ -282,6 +287,12 @@ def _paths() -> dict[str, Any]:
                                    "content": _json(_ref("ErasureReceipt"))}, "503": unavailable},
                           key="apiKey", params=customer, operation_id="eraseCustomer"),
         },
+    }
+
+
+def _catalogue_and_operations_paths() -> dict[str, Any]:
+    """The catalogue and the operator's calls."""
+    return {
         "/v1/offers/{offer_id}": {
             "put": _op("Create or replace an offer", "offers",
                        {"200": {"description": "the stored offer", "content": _json(_ref("Offer"))}},
