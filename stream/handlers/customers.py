@@ -23,7 +23,7 @@ class CustomersApi:
         self.customers, self.placement, self.api_key, self.changelog = customers, placement, api_key, changelog
 
     async def put_consent(self, request: aioweb.Request) -> aioweb.Response:
-        """Change consent; effective and durable when it returns."""
+        """Change consent; effective and durable when it returns (a bad body: 400 on any worker)."""
         check_key(request, self.api_key)
         customer_id = request.match_info["customer_id"]
         update = parse_update(await read_json(request), header_gpc=gpc(request))
@@ -34,18 +34,20 @@ class CustomersApi:
 
     async def get(self, request: aioweb.Request) -> aioweb.Response:
         """What is stored about the customer, and why (404 if nothing)."""
-        check_key(request, self.api_key)
-        customer_id = request.match_info["customer_id"]
-        forwarded = await self.placement.forward_if_remote(request, customer_id, self.changelog)
+        customer_id, forwarded = await self._owner_only(request)
         if forwarded is not None:
             return forwarded
         return json_response(self.customers.access_report(customer_id))
 
     async def delete(self, request: aioweb.Request) -> aioweb.Response:
         """Erase the customer everywhere; the receipt."""
-        check_key(request, self.api_key)
-        customer_id = request.match_info["customer_id"]
-        forwarded = await self.placement.forward_if_remote(request, customer_id, self.changelog)
+        customer_id, forwarded = await self._owner_only(request)
         if forwarded is not None:
             return forwarded
         return json_response(await self.customers.erase(customer_id))
+
+    async def _owner_only(self, request: aioweb.Request) -> tuple[str, aioweb.Response | None]:
+        """The customer id, and the owner's answer if another worker owns the customer."""
+        check_key(request, self.api_key)
+        customer_id = request.match_info["customer_id"]
+        return customer_id, await self.placement.forward_if_remote(request, customer_id, self.changelog)
