@@ -22,6 +22,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from benchmarks.common import cli, summarize, synthetic_events, target, worker_group
+from stream.topics import EVENTS_TOPIC
 
 __all__ = ["run", "main"]
 
@@ -41,7 +42,7 @@ async def _background(bootstrap: str, stop: asyncio.Event, customers: int) -> in
             if delay > 0:
                 await asyncio.sleep(delay)
             e = events[sent % len(events)]
-            await producer.send("events", orjson.dumps(e), key=e["customer_id"].encode())
+            await producer.send(EVENTS_TOPIC, orjson.dumps(e), key=e["customer_id"].encode())
             sent += 1
     finally:
         await producer.stop()
@@ -70,7 +71,7 @@ async def _probe(url: str, bootstrap: str, probes: int, customers: int) -> tuple
             event = {"event_id": f"probe-{i}", "type": "page_view", "customer_id": cid,
                      "ts": int(time.time() * 1000), "category": "cat1"}
             t0 = time.perf_counter()
-            await producer.send("events", orjson.dumps(event), key=cid.encode())
+            await producer.send(EVENTS_TOPIC, orjson.dumps(event), key=cid.encode())
             while True:
                 if time.perf_counter() - t0 > PROBE_TIMEOUT_S:
                     timeouts += 1  # counted in the latencies as the timeout: a lower bound

@@ -31,6 +31,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from benchmarks.common import cli, envelopes, synthetic_events, target, worker_group
 from stream.ingest_state import FLUSH_INTERVAL_S
+from stream.topics import EVENTS_TOPIC
 
 __all__ = ["run", "main", "measure_ingest"]
 
@@ -62,7 +63,7 @@ async def _produce(bootstrap: str, messages: list[tuple[int, bytes, bytes]]) -> 
     await producer.start()
     try:
         for partition, key, value in messages:
-            await producer.send("events", value, key=key, partition=partition)
+            await producer.send(EVENTS_TOPIC, value, key=key, partition=partition)
         await producer.flush()
     finally:
         await producer.stop()

@@ -22,12 +22,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.catalog import Offer, parse_offer
 from models.errors import InvalidOffer
-from stream.broker import FETCH_MAX_WAIT_MS
+from stream.embedded.transport import FETCH_MAX_WAIT_MS
+from stream.topics import OFFERS_TOPIC
 
-__all__ = ["Catalogue", "TopicMirror", "OFFERS_TOPIC", "ERASURES_TOPIC"]
+__all__ = ["Catalogue", "TopicMirror"]
 
-OFFERS_TOPIC = "offers"
-ERASURES_TOPIC = "erasures"
 log = logging.getLogger("offerstream.catalogue")
 
 

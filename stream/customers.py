@@ -19,10 +19,10 @@ from models.errors import NotFound
 from models.events import Event
 from models.ledger import ErasureLedger
 from models.profile import Profile
-from stream.catalogue import ERASURES_TOPIC
 from stream.http import ApiError
 from stream.ingest_state import LiveState
 from stream.local_log import LocalLog
+from stream.topics import ERASURES_TOPIC
 from stream.topology import Topology
 
 __all__ = ["Customers", "apply_erasure_record"]

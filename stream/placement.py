@@ -17,8 +17,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from stream.http import FORWARDED_HEADER, Unavailable
 from stream.metrics import Metrics
 from stream.readiness import Readiness
-
-EVENTS_TOPIC = "events"  # the ingest topic (stream/topology.py declares it)
+from stream.topics import CONSENT_TABLE, EVENTS_TOPIC
 
 __all__ = ["Placement", "FORWARD_HEADERS"]
 
@@ -96,7 +95,7 @@ class Placement:
         if self.owns(customer_id):
             return self.url
         partition = self.events_partition(customer_id)
-        for host, topics in self.app.router.table_metadata("consent").items():
+        for host, topics in self.app.router.table_metadata(CONSENT_TABLE.name).items():
             if partition in topics.get(changelog, ()):
                 return str(host).rstrip("/")
         raise Unavailable("the owner of this customer is not known yet (group rebalancing)")

@@ -20,10 +20,9 @@ from aiokafka import AIOKafkaProducer
 
 from models.errors import InvalidEvent
 from models.events import parse_event
+from stream.topics import EVENTS_TOPIC
 
 __all__ = ["produce_events", "produce_files", "read_event_file"]
-
-EVENTS_TOPIC = "events"
 
 
 def read_event_file(path: Path) -> Iterable[tuple[int, Any]]:

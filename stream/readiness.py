@@ -10,10 +10,9 @@ import logging
 import time
 from typing import Any, cast
 
-from stream.broker import kafka_metadata
+from stream.embedded.kafka_wire import kafka_metadata
 from stream.http import Unavailable
-
-EVENTS_TOPIC = "events"  # the ingest topic (stream/topology.py declares it)
+from stream.topics import EVENTS_TOPIC
 
 __all__ = ["Readiness"]
 

@@ -19,10 +19,10 @@ from faust.types import TP
 from models.consent import ConsentState
 from models.events import Event
 from models.profile import Profile
-from stream.catalogue import ERASURES_TOPIC, OFFERS_TOPIC
 from stream.durable import TrackedSends, tracked_table, wait_acknowledged
 from stream.record_batches import append_record, close_batches
 from stream.settings import Settings
+from stream.topics import CONSENT_TABLE, DECISIONS, ERASURES, EVENTS, EVENTS_DEAD_LETTER, OFFERS, PROFILES_TABLE
 
 __all__ = ["Topology", "declare"]
 
@@ -187,13 +187,14 @@ def declare(app: faust.App, settings: Settings) -> Topology:
     table_opts: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": settings.partitions,
                   "use_partitioner": True}
     return Topology(
-        events=app.topic("events", partitions=settings.partitions, **raw),
-        offers=app.topic(OFFERS_TOPIC, partitions=1, **raw),
-        decisions=app.topic("decisions", partitions=settings.partitions, **raw),
-        dead_letter=app.topic("events-dead-letter", partitions=1, **raw),
-        erasures=app.topic(ERASURES_TOPIC, partitions=1, **raw),
+        events=app.topic(EVENTS.name, **EVENTS.faust_options(settings.partitions), **raw),
+        offers=app.topic(OFFERS.name, **OFFERS.faust_options(settings.partitions), **raw),
+        decisions=app.topic(DECISIONS.name, **DECISIONS.faust_options(settings.partitions), **raw),
+        dead_letter=app.topic(EVENTS_DEAD_LETTER.name, **EVENTS_DEAD_LETTER.faust_options(settings.partitions),
+                              **raw),
+        erasures=app.topic(ERASURES.name, **ERASURES.faust_options(settings.partitions), **raw),
         # tables that keep their changelog records until the broker acknowledges them: what
         # ``Runtime.changelogs_acknowledged`` waits for before anything is acknowledged
-        profiles=tracked_table(app, "profiles", **table_opts),
-        consent=tracked_table(app, "consent", **table_opts),
+        profiles=tracked_table(app, PROFILES_TABLE.name, **table_opts),
+        consent=tracked_table(app, CONSENT_TABLE.name, **table_opts),
     )

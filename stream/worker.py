@@ -30,10 +30,10 @@ from models.registry import ModelRegistry
 from stream.agents import Ingest, register_agents
 from stream.app import create_app
 from stream.audit import AuditLog, RecordBatchSender
-from stream.broker import TansuSafeTransport
-from stream.catalogue import ERASURES_TOPIC, Catalogue, TopicMirror
+from stream.catalogue import Catalogue, TopicMirror
 from stream.contiguous import holes, read_contiguously
 from stream.customers import Customers, apply_erasure_record
+from stream.embedded.transport import TansuSafeTransport
 from stream.gc_tuning import freeze_when_ready
 from stream.handlers.customers import CustomersApi
 from stream.handlers.events import EventsApi
@@ -48,6 +48,7 @@ from stream.placement import Placement
 from stream.readiness import Readiness
 from stream.routes import mount, route_table
 from stream.settings import Settings
+from stream.topics import ERASURES_TOPIC
 from stream.topology import declare
 
 __all__ = ["Worker"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import EmbeddedBroker
+from stream.embedded.process import EmbeddedBroker
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

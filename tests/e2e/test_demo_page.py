@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from stream.broker import EmbeddedBroker
+from stream.embedded.process import EmbeddedBroker
 from tests.e2e.conftest import PHONE
 from tests.integration.workers import WorkerProcess
 

@@ -30,7 +30,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Producer as ConfluentProducer
 
-from stream.broker import EmbeddedBroker
+from stream.embedded.process import EmbeddedBroker
+from stream.topics import EVENTS_TOPIC
 from tests.integration.workers import WorkerProcess, group_settled, wait_until
 
 __all__ = ["run_crash", "PRODUCERS"]
@@ -55,7 +56,7 @@ async def _produce(bootstrap: str, events: list[dict], rate: float, kill_after: 
                 kill.set()
                 while not killed.is_set():
                     await asyncio.sleep(0.01)
-            futures.append(await producer.send("events", orjson.dumps(event), key=event["customer_id"].encode()))
+            futures.append(await producer.send(EVENTS_TOPIC, orjson.dumps(event), key=event["customer_id"].encode()))
         await asyncio.gather(*futures)  # every event is on the broker
     finally:
         await producer.stop()
@@ -82,7 +83,7 @@ def _produce_librdkafka(bootstrap: str, events: list[dict], rate: float, kill_af
         if i == kill_after:
             kill.set()
             killed.wait()
-        producer.produce("events", orjson.dumps(event), key=event["customer_id"].encode(), on_delivery=delivered)
+        producer.produce(EVENTS_TOPIC, orjson.dumps(event), key=event["customer_id"].encode(), on_delivery=delivered)
         producer.poll(0)
     remaining = producer.flush(60)
     if remaining:

@@ -21,7 +21,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 import stream.http
-from stream.broker import EmbeddedBroker
+from stream.embedded.process import EmbeddedBroker
 from tests.integration.workers import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration

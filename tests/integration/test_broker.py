@@ -10,13 +10,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP
 
-from stream.broker import (
-    EmbeddedBroker,
-    create_topics,
-    fetch_high_watermarks,
-    free_port,
-    kafka_metadata,
-)
+from stream.embedded.kafka_wire import create_topics, kafka_metadata
+from stream.embedded.host import free_port
+from stream.embedded.process import EmbeddedBroker
+from stream.embedded.transport import fetch_high_watermarks
 
 pytestmark = pytest.mark.integration
 

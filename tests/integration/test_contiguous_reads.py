@@ -23,7 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from confluent_kafka import Producer
 
 from stream import contiguous
-from stream.broker import EmbeddedBroker, create_topics
+from stream.embedded.kafka_wire import create_topics
+from stream.embedded.process import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 

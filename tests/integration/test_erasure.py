@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.archive import read_archive
-from stream.broker import EmbeddedBroker
+from stream.embedded.process import EmbeddedBroker
 from tests.integration.workers import WorkerProcess, wait_until
 from training.datasets import from_archive
 from training.replay import replay

@@ -33,7 +33,7 @@ from models.decision import parse_score_request
 from models.errors import ValidationError
 from models.events import EVENT_TYPES, parse_payload
 from models.tcf import decode_tc_string
-from stream.broker import EmbeddedBroker
+from stream.embedded.process import EmbeddedBroker
 from tests.integration.workers import WorkerProcess
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ import pytest
 
 from models.ledger import LEDGER_FILE, ErasureLedger
 from models.profile import HOUR_MS
-from stream.broker import EmbeddedBroker
+from stream.embedded.process import EmbeddedBroker
 from tests.integration.workers import WorkerProcess, wait_until
 from tests.parity.test_online_offline import OFFERS, _event_log
 from training.replay import replay

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from models.registry import ModelRegistry
-from stream.broker import EmbeddedBroker
+from stream.embedded.process import EmbeddedBroker
 from tests.integration.workers import WorkerProcess, wait_until
 from training.first_model import train_first_model
 

@@ -18,7 +18,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream.broker import EmbeddedBroker, free_port
+from stream.embedded.host import free_port
+from stream.embedded.process import EmbeddedBroker
+from stream.topics import EVENTS_TOPIC
 from tests.integration.workers import REPO, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
@@ -98,8 +100,9 @@ def test_metrics_count_events_dead_letters_scores_and_decisions(worker: WorkerPr
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
         await producer.start()
         try:
-            await producer.send_and_wait("events", b"{poison", key=b"obs-2")
-            await producer.send_and_wait("events", orjson.dumps({"event_id": "x", "type": "page_view"}), key=b"obs-2")
+            await producer.send_and_wait(EVENTS_TOPIC, b"{poison", key=b"obs-2")
+            await producer.send_and_wait(EVENTS_TOPIC, orjson.dumps({"event_id": "x", "type": "page_view"}),
+                                         key=b"obs-2")
         finally:
             await producer.stop()
 

@@ -18,7 +18,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream.broker import EmbeddedBroker
+from stream.embedded.process import EmbeddedBroker
+from stream.topics import DEAD_LETTER_TOPIC, DECISIONS_TOPIC, EVENTS_TOPIC
 from tests.integration.workers import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
@@ -99,10 +100,10 @@ def test_plain_kafka_producer_and_envelope_reach_the_profile(worker: WorkerProce
         await producer.start()
         try:
             for event in browse("kafka-1", 3, prefix="k"):  # one event per message, string key
-                await producer.send_and_wait("events", orjson.dumps(event), key=b"kafka-1")
+                await producer.send_and_wait(EVENTS_TOPIC, orjson.dumps(event), key=b"kafka-1")
             envelope = browse("kafka-1", 2, prefix="env")  # an envelope: a JSON array
-            await producer.send_and_wait("events", orjson.dumps(envelope), key=b"kafka-1")
-            await producer.send_and_wait("events", orjson.dumps(browse("kafka-1", 1, prefix="k")[0]),
+            await producer.send_and_wait(EVENTS_TOPIC, orjson.dumps(envelope), key=b"kafka-1")
+            await producer.send_and_wait(EVENTS_TOPIC, orjson.dumps(browse("kafka-1", 1, prefix="k")[0]),
                                          key=b"kafka-1")  # a redelivered event: must not count twice
         finally:
             await producer.stop()
@@ -183,11 +184,11 @@ def test_malformed_kafka_message_goes_to_dead_letter(worker: WorkerProcess, brok
     async def roundtrip() -> list[dict]:
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
         await producer.start()
-        await producer.send_and_wait("events", b"{oops", key=b"dl-1")
-        await producer.send_and_wait("events", orjson.dumps({"event_id": "dl", "type": "page_view",
+        await producer.send_and_wait(EVENTS_TOPIC, b"{oops", key=b"dl-1")
+        await producer.send_and_wait(EVENTS_TOPIC, orjson.dumps({"event_id": "dl", "type": "page_view",
                                                              "customer_id": "dl-1"}), key=b"dl-1")
         await producer.stop()
-        consumer = AIOKafkaConsumer("events-dead-letter", bootstrap_servers=broker.bootstrap,
+        consumer = AIOKafkaConsumer(DEAD_LETTER_TOPIC, bootstrap_servers=broker.bootstrap,
                                     group_id=None, auto_offset_reset="earliest")
         await consumer.start()
         found: list[dict] = []
@@ -203,7 +204,7 @@ def test_malformed_kafka_message_goes_to_dead_letter(worker: WorkerProcess, brok
     letters = asyncio.run(roundtrip())
     assert len(letters) == 2
     assert "JSON" in letters[0]["reason"] and letters[0]["raw"] == "{oops"
-    assert letters[1]["field"] == "ts" and letters[1]["source"]["topic"] == "events"
+    assert letters[1]["field"] == "ts" and letters[1]["source"]["topic"] == EVENTS_TOPIC
 
 
 def test_sec_gpc_header_on_any_call_turns_sharing_off(worker: WorkerProcess) -> None:
@@ -239,7 +240,7 @@ def test_decisions_are_audited_without_raw_ids_or_tc_strings(worker: WorkerProce
     answer = score(worker, customer)
 
     async def find() -> tuple[dict, bytes]:
-        consumer = AIOKafkaConsumer("decisions", bootstrap_servers=broker.bootstrap, group_id=None,
+        consumer = AIOKafkaConsumer(DECISIONS_TOPIC, bootstrap_servers=broker.bootstrap, group_id=None,
                                     auto_offset_reset="earliest")
         await consumer.start()
         try:

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from stream.audit import AuditLog, one_by_one
+from stream.topics import DECISIONS_TOPIC
 
 
 class Producer:
@@ -155,13 +156,13 @@ def test_batches_go_to_the_partition_producer_send_would_choose_in_order() -> No
     producer = KafkaProducer(capacity=7)  # small batches: several per partition
 
     async def main() -> None:
-        sender = RecordBatchSender(lambda: producer, "decisions")
+        sender = RecordBatchSender(lambda: producer, DECISIONS_TOPIC)
         await sender(records(200), lambda lost: pytest.fail("nothing was lost"))
         for _, _, _, future in producer.sent:
             future.set_result(None)
 
     asyncio.run(main())
-    assert {t for t, *_ in producer.sent} == {"decisions"}
+    assert {t for t, *_ in producer.sent} == {DECISIONS_TOPIC}
     assert all(len(b.records) <= 7 for *_, b, _ in producer.sent)
     partitioner = DefaultPartitioner()
     got = producer.on_topic()
@@ -180,7 +181,7 @@ def test_a_batch_the_broker_fails_is_queued_again_and_sent() -> None:
     producer = KafkaProducer()
 
     async def main() -> AuditLog:
-        log = AuditLog(RecordBatchSender(lambda: producer, "decisions"), delay_s=0.001)
+        log = AuditLog(RecordBatchSender(lambda: producer, DECISIONS_TOPIC), delay_s=0.001)
         for key, value in records(40):
             log.add(key.decode(), orjson.loads(value))
         await asyncio.sleep(0.02)
@@ -205,7 +206,7 @@ def test_a_send_that_fails_half_way_requeues_only_what_was_not_handed_over() -> 
     producer = KafkaProducer(fail_send_at=2)
 
     async def main() -> AuditLog:
-        log = AuditLog(RecordBatchSender(lambda: producer, "decisions"), delay_s=0.001)
+        log = AuditLog(RecordBatchSender(lambda: producer, DECISIONS_TOPIC), delay_s=0.001)
         for key, value in records(40):
             log.add(key.decode(), orjson.loads(value))
         await asyncio.sleep(0.5)

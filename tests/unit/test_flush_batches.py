@@ -18,9 +18,10 @@ from aiokafka.record.default_records import DefaultRecordBatch
 
 from models.profile import SCHEMA_VERSION, Profile
 from stream.ingest_state import STAGE_CHUNK, LiveState
+from stream.topics import PROFILES_TABLE
 from stream.topology import Topology
 
-TOPIC = "app-profiles-changelog"
+TOPIC = PROFILES_TABLE.changelog_topic("app")
 
 
 class FakeProducer:

@@ -11,6 +11,7 @@ from faust.types import TP
 
 from stream.metrics import Metrics
 from stream.placement import Placement
+from stream.topics import EVENTS_TOPIC, PROFILES_TABLE
 
 PARTITIONS = 4
 
@@ -23,9 +24,9 @@ class KafkaConsumer:
         self.calls = 0
 
     def assign(self, events: set[int]) -> None:
-        tps = {TopicPartition("events", p) for p in events}
+        tps = {TopicPartition(EVENTS_TOPIC, p) for p in events}
         # actives and standbys of a changelog are in the assignment too
-        tps |= {TopicPartition("app-profiles-changelog", p) for p in range(PARTITIONS)}
+        tps |= {TopicPartition(PROFILES_TABLE.changelog_topic("app"), p) for p in range(PARTITIONS)}
         self.current = frozenset(tps)
 
     def assignment(self) -> frozenset[TopicPartition]:
@@ -43,7 +44,7 @@ def runtime(kafka: KafkaConsumer | None) -> Any:
 
 def old_rule(rt: Any, kafka: KafkaConsumer, customer_id: str) -> bool:
     """What ``owns`` computed before the cache: faust's TP set, rebuilt per call."""
-    return TP("events", rt.events_partition(customer_id)) in ensure_TPset(kafka.current)
+    return TP(EVENTS_TOPIC, rt.events_partition(customer_id)) in ensure_TPset(kafka.current)
 
 
 def test_owns_matches_the_uncached_rule_across_rebalances() -> None:

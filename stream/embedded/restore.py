@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaProducer
 from models.archive import read_in_processing_order
 from models.ledger import ErasureLedger
 from stream.agents import RESTORED_HEADER
-from stream.broker import create_topics
-from stream.catalogue import ERASURES_TOPIC, OFFERS_TOPIC
+from stream.embedded.kafka_wire import create_topics
 from stream.settings import Settings
+from stream.topics import ERASURES, ERASURES_TOPIC, EVENTS, EVENTS_TOPIC, OFFERS, OFFERS_TOPIC
 
 __all__ = ["restore_from_disk"]
 
@@ -30,7 +30,9 @@ log = logging.getLogger("offerstream.restore")
 
 async def restore_from_disk(bootstrap: str, settings: Settings) -> dict[str, Any]:
     """Refill an empty broker from the data dir; return counts and the end offsets per partition."""
-    await create_topics(bootstrap, {"events": settings.partitions, OFFERS_TOPIC: 1, ERASURES_TOPIC: 1})
+    topics = (EVENTS, OFFERS, ERASURES)
+    await create_topics(bootstrap, {t.name: t.partitions(settings.partitions) for t in topics},
+                        configs={t.name: t.kafka_config() for t in topics})
     ledger = ErasureLedger(settings.data_dir / "erasure-ledger.jsonl", settings.hash_key)
     events = read_in_processing_order(
         settings.archive_dir, skip=lambda e: ledger.is_erased(str(e.get("customer_id")), int(e["ts"])))
@@ -44,7 +46,7 @@ async def restore_from_disk(bootstrap: str, settings: Settings) -> dict[str, Any
         for digest, erased_at in ledger.entries().items():
             await producer.send(ERASURES_TOPIC, orjson.dumps({"erased_at": erased_at}), key=digest.encode())
         headers = [(RESTORED_HEADER, b"1")]
-        futures = [await producer.send("events", orjson.dumps(e), key=str(e["customer_id"]).encode(),
+        futures = [await producer.send(EVENTS_TOPIC, orjson.dumps(e), key=str(e["customer_id"]).encode(),
                                        headers=headers) for e in events]
         for future in futures:
             metadata = await future
