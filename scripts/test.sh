@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 # Lint and types of the three packages (STYLE.md 9), then the tests.
-.venv/bin/ruff check models stream training
-.venv/bin/mypy models stream training
-exec .venv/bin/python -m pytest -p no:cacheprovider -q tests --doctest-modules models training "$@"
+.venv/bin/ruff check models stream training offerstream
+.venv/bin/mypy models stream training offerstream
+exec .venv/bin/python -m pytest -p no:cacheprovider -q tests --doctest-modules models training offerstream "$@"

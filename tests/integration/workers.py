@@ -1,4 +1,4 @@
-"""Real worker processes for integration tests: ``python -m stream.cli serve`` on a free port."""
+"""Real worker processes for integration tests: ``python -m offerstream.cli serve`` on a free port."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from stream.broker import EmbeddedBroker, free_port
-from stream.client import ApiClient
+from offerstream.client import ApiClient
+from stream.embedded.host import free_port
+from stream.embedded.process import EmbeddedBroker
 
 __all__ = ["WorkerProcess", "wait_until", "group_settled", "worker_group"]
 
@@ -58,7 +59,7 @@ class WorkerProcess:
         self.env = {**os.environ, "OFFERSTREAM_APP_ID": app_id, "OFFERSTREAM_LOG_LEVEL": "WARNING",
                     "OFFERSTREAM_HASH_KEY": "test-hash-key", **(env or {})}
         broker = ["--broker", broker_url] if broker_url else []  # None: the embedded default
-        self.cmd = [sys.executable, "-m", "stream.cli", "serve", *broker,
+        self.cmd = [sys.executable, "-m", "offerstream.cli", "serve", *broker,
                     "--port", str(self.port), "--data-dir", str(data_dir), "--partitions", str(partitions)]
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = ApiClient(self.url, api_key=self.env.get("OFFERSTREAM_API_KEY"),

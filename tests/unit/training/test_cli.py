@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.cli import main
+from offerstream.cli import main
 from training.datasets import TrainingInputError, parse_until, read_event_files
 
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from models.archive import EventArchive, archive_line
-from stream.cli import main
+from offerstream.cli import main
 from tests.unit.training.test_cli import CATEGORIES, T0, _log, _offers, _write
 from training.datasets import (
     TrainingInputError,
@@ -157,7 +157,7 @@ def test_a_plain_install_writes_the_report_without_plots(tmp_path: Path) -> None
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hide), str(REPO)])}
     out = tmp_path / "out"
     done = subprocess.run(  # noqa: S603 - the test's own interpreter and arguments
-        [sys.executable, "-m", "stream.cli", "train", "--events", str(events), "--offers", str(offers),
+        [sys.executable, "-m", "offerstream.cli", "train", "--events", str(events), "--offers", str(offers),
          "--out", str(out), "--assume-consent", "--allow-worse"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False)
     assert done.returncode == 0, done.stderr

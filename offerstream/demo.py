@@ -28,8 +28,8 @@ import orjson
 
 from models.errors import ModelError
 from models.registry import ModelRegistry
-from stream.broker import EmbeddedBroker
-from stream.client import ApiClient
+from offerstream.client import ApiClient
+from stream.embedded.process import EmbeddedBroker
 from stream.producer import produce_events
 from training.adapters.completejourney_full import DataPackageMissing, require_package
 

@@ -11,7 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "STATIC_DIR"]
+
+#: The demo page and its assets; every worker serves them at ``/demo``.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -20,8 +23,8 @@ def _serve(args: argparse.Namespace) -> int:
     import faust
 
     from stream.app import quiet_logging
-    from stream.broker import EmbeddedBroker
-    from stream.restore import restore_from_disk
+    from stream.embedded.process import EmbeddedBroker
+    from stream.embedded.restore import restore_from_disk
     from stream.settings import load_settings
     from stream.worker import Worker
 
@@ -44,7 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
               "are open (fine for a demo, not for a shop)", flush=True)
     quiet_logging(settings.log_level)
     _use_event_loop(settings.event_loop)
-    runtime = Worker(settings, static_dir=Path(__file__).resolve().parent / "static")
+    runtime = Worker(settings, static_dir=STATIC_DIR)
     if broker is not None:
         runtime.readiness.restore_target = restored["ends"]
     print(f"offerstream: worker serving {settings.url} (broker {settings.broker})", flush=True)
@@ -105,7 +108,7 @@ def _produce(args: argparse.Namespace) -> int:
 def _erase(args: argparse.Namespace) -> int:
     import orjson
 
-    from stream.client import ApiClient
+    from offerstream.client import ApiClient
 
     client = ApiClient(args.url, api_key=args.api_key)
     status, body = client.request("DELETE", f"/v1/customers/{args.customer_id}")
@@ -114,7 +117,7 @@ def _erase(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from stream.demo import run_demo
+    from offerstream.demo import run_demo
 
     return run_demo(port=args.port, data_dir=args.data_dir, households=args.households,
                     keep_running=not args.exit_when_ready)
