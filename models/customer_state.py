@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Container
-from typing import Protocol
+from typing import Protocol, cast
 
 from models.consent import ConsentState, apply_update, parse_update
 from models.events import Event
@@ -102,10 +102,11 @@ def erased(erasures: Erasures | Container[str] | None, event: Event) -> bool:
     """
     if erasures is None:
         return False
-    if isinstance(erasures, Container):
-        is_erased: Callable[[str, int], bool] | None = getattr(erasures, "is_erased", None)
-        return is_erased(event.customer_id, event.ts) if is_erased is not None else event.customer_id in erasures
-    return erasures.is_erased(event.customer_id, event.ts)
+    # once per applied event: an attribute look-up, not an isinstance() against an ABC
+    is_erased: Callable[[str, int], bool] | None = getattr(erasures, "is_erased", None)
+    if is_erased is not None:
+        return is_erased(event.customer_id, event.ts)
+    return event.customer_id in cast(Container[str], erasures)
 
 
 def apply_event(state: CustomerState, event: Event,
