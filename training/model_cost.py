@@ -1,6 +1,6 @@
 """Model cost as part of model choice: test AUC against ONNX scoring time (issue #5).
 
-Replays the Complete Journey sample once (as :mod:`training.first_model` does), splits it by time
+Replays the Complete Journey sample once (the data of :mod:`training.first_model`), splits it by time
 (latest 20 % test), then for each candidate setting fits on the training part and reports
 
 - test AUC, and the paired bootstrap interval of (reference AUC - candidate AUC), the reference
@@ -121,7 +121,7 @@ def demo_rise(model: Any, now_ms: int = 1_790_000_000_000) -> float:
 
 def study(X: np.ndarray, y: np.ndarray, ts: np.ndarray, rounds: int = 300) -> dict[str, Any]:
     """Every candidate, plus ``offerstream train``'s choice, on one time split (see the module)."""
-    from training.report import bootstrap_auc, score_metrics
+    from training.metrics import bootstrap_auc, score_metrics
 
     train, test = time_split(ts, 0.8)
     rows = X[test][np.random.default_rng(0).choice(int(test.sum()), LATENCY_ROWS, replace=False)]
@@ -167,7 +167,7 @@ def _print(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m training.model_cost [--data-dir DIR] [--json OUT]``."""
     from training.adapters import completejourney
-    from training.first_model import _load
+    from training.first_model import first_model_data
     from training.replay import replay
 
     parser = argparse.ArgumentParser(prog="python -m training.model_cost",
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=completejourney.DEFAULT_DATA_DIR)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
-    offers, events = _load(args.data_dir, None)
-    replayed = replay(events, offers, assume_consent=True)
+    data = first_model_data(args.data_dir)
+    replayed = replay(data.events, data.offers, assume_consent=True)
     result = study(replayed.X, replayed.y, replayed.ts)
     _print(result)
     if args.json:

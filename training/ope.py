@@ -25,11 +25,16 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from training.datasets import TrainingData
+    from training.replay import ReplayResult
 
 __all__ = [
     "Estimate",
@@ -44,6 +49,7 @@ __all__ = [
     "obd_bts_action_dist",
     "obd_bts_estimate",
     "obd_model_policy_estimate",
+    "model_estimates",
     "PUBLISHED_OBD",
 ]
 
@@ -294,4 +300,60 @@ def obd_model_policy_estimate(scores: np.ndarray, log: dict[str, np.ndarray], ro
                      ("softmax", softmax_policy(scores, temperature))):
         out[name] = {"ips": ips(r, a, p, pi).to_dict(), "snips": snips(r, a, p, pi).to_dict(),
                      "dm": direct_method(pi, q).to_dict(), "dr": doubly_robust(r, a, p, pi, q).to_dict()}
+    return out
+
+
+def model_estimates(data: TrainingData, result: ReplayResult, model: Any, test: np.ndarray,
+                    progress: Callable[[str], Any] = print) -> dict[str, Any]:
+    """The off-policy estimates of a training run (``ope`` in ``metrics.json``).
+
+    With ``--dataset obd``: the BTS policy from the random log, and ``model`` as a policy on the
+    random log's test rounds; otherwise ``available: False`` and the reason.
+
+    Parameters
+    ----------
+    data : TrainingData
+        The run's data (its ``name``; for OBD its ``data_dir`` note).
+    result : ReplayResult
+        Its replay.
+    model : fitted classifier
+        The trained model (``predict_proba``).
+    test : array of bool
+        The test rows of ``result``.
+    progress : callable
+        Receives one line when estimates are computed.
+    """
+    if data.name == "obd":
+        progress("off-policy estimates on the OBD random log")
+        return _obd_estimates(data, result, model, test)
+    has_p = any(result.meta[i].propensity is not None for i in np.flatnonzero(test))
+    reason = ("the log records each shown offer's propensity but not the candidates the policy "
+              "chose from, so a new policy's action distribution cannot be formed "
+              "(available with --dataset obd)") if has_p else \
+        "the impressions carry no logged propensity"
+    return {"available": False, "reason": reason}
+
+
+def _obd_estimates(data: TrainingData, result: ReplayResult, model: Any,
+                   test: np.ndarray) -> dict[str, Any]:
+    """BTS from the random log, and the trained model as a policy on the random log's test part."""
+    from training.adapters import obd
+    from training.datasets import candidate_rows
+
+    root = Path(data.notes["data_dir"])
+    log = obd.load_log(root, "random")
+    q_hat = obd_reward_model(log)
+    out: dict[str, Any] = {"available": True,
+                           "bts_from_random_log": obd_bts_estimate(root, q_hat=q_hat)}
+    prefix = "obd-random-"
+    rows = sorted(int((result.meta[i].decision_id or "")[len(prefix):]) for i in np.flatnonzero(test)
+                  if (result.meta[i].decision_id or "").startswith(prefix))
+    if not rows:
+        return out
+    items = [data.offers[f"obd-item-{j}"] for j in range(log["affinity"].shape[1])]
+    captured = candidate_rows(data, {f"{prefix}{i}": log["affinity"][i] for i in rows}, items)
+    rows = [i for i in rows if f"{prefix}{i}" in captured]
+    X = np.concatenate([captured[f"{prefix}{i}"] for i in rows])
+    scores = model.predict_proba(X)[:, 1].reshape(len(rows), len(items))
+    out["model_policy"] = obd_model_policy_estimate(scores, log, np.asarray(rows), q_hat)
     return out

@@ -1,8 +1,9 @@
 """Helpers shared by the data-source adapters: CSV reading and time conversion.
 
-The adapters turn the real data sets in ``/work/shared/data`` into events of the DESIGN.md
-event contract. Every ``ts`` they emit is an ``int`` of epoch milliseconds (UTC); this module
-holds the conversions so all adapters agree on them.
+The adapters turn the real data sets in ``shared/data`` beside the repository
+(:data:`DATA_ROOT`) into events of the DESIGN.md event contract. Every ``ts`` they emit is an
+``int`` of epoch milliseconds (UTC); this module holds the conversions so all adapters agree on
+them.
 
 Examples
 --------
