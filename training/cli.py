@@ -30,14 +30,12 @@ from training.datasets import (
     load_dataset,
     parse_until,
 )
-from training.pipeline import PipelineSettings, gate, run_training, train
+from training.pipeline import PipelineSettings, run_training, train
 
 #: ``run_training`` is re-exported for callers of its former home (benchmarks/retrain.py).
 __all__ = ["train_command", "run_training", "EXIT_OK", "EXIT_WORSE", "EXIT_INPUT"]
 
 EXIT_OK, EXIT_WORSE, EXIT_INPUT = 0, 1, 2
-
-_gate = gate  # its former name here, which tests/unit/training/test_cli.py imports
 
 
 class _Progress:
