@@ -1,4 +1,4 @@
-"""The ``offerstream`` command line: serve, demo, produce, train, erase.
+"""The ``offerstream`` command line: serve, demo, produce, train, topics, erase.
 
 Each subcommand's options are in ``offerstream <command> --help``.
 """
@@ -10,6 +10,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main", "build_parser", "STATIC_DIR"]
 
@@ -47,7 +48,8 @@ def _serve(args: argparse.Namespace) -> int:
               "are open (fine for a demo, not for a shop)", flush=True)
     quiet_logging(settings.log_level)
     _use_event_loop(settings.event_loop)
-    runtime = Worker(settings, static_dir=STATIC_DIR)
+    profile = _broker_profile(settings, embedded=broker is not None)
+    runtime = Worker(settings, profile, static_dir=STATIC_DIR)
     if broker is not None:
         runtime.readiness.restore_target = restored["ends"]
     print(f"offerstream: worker serving {settings.url} (broker {settings.broker})", flush=True)
@@ -85,6 +87,56 @@ def _use_event_loop(name: str) -> str:
             return "uvloop"
     asyncio.set_event_loop(asyncio.new_event_loop())
     return "asyncio"
+
+
+def _broker_profile(settings: Any, *, embedded: bool) -> Any:
+    """The broker kind's settings; on Apache Kafka the topics are created or checked first.
+
+    Exits with a one-line error when no broker answers or a topic is wrong for offerstream.
+    """
+    import asyncio
+
+    from stream.brokers import detect_kind, profile_for
+    from stream.topic_setup import TopicMismatch, ensure_topics
+
+    try:
+        kind = "tansu" if embedded else (settings.broker_kind or detect_kind(settings.broker))
+        profile = profile_for(kind, replication=settings.replication, min_insync=settings.min_insync)
+    except (ConnectionError, ValueError) as exc:
+        raise SystemExit(f"offerstream: {exc}") from None
+    print(f"offerstream: broker kind {profile.kind} (replication {profile.replication}, "
+          f"min.insync.replicas {profile.min_insync})", flush=True)
+    if profile.kind == "kafka":
+        try:
+            asyncio.run(ensure_topics(settings, profile))
+        except (TopicMismatch, OSError) as exc:
+            raise SystemExit(f"offerstream: {exc}") from None
+    return profile
+
+
+def _topics(args: argparse.Namespace) -> int:
+    """Create (or with --check only check) every topic on a broker; print each one's state."""
+    import asyncio
+
+    from stream.brokers import detect_kind, profile_for
+    from stream.settings import load_settings
+    from stream.topic_setup import TopicMismatch, ensure_topics
+
+    settings = load_settings(broker=args.broker, partitions=args.partitions, data_dir=args.data_dir)
+    if settings.broker is None:
+        raise SystemExit("offerstream topics: --broker (or OFFERSTREAM_BROKER) is required")
+    try:
+        kind = settings.broker_kind or detect_kind(settings.broker)
+        profile = profile_for(kind, replication=settings.replication, min_insync=settings.min_insync)
+        report = asyncio.run(ensure_topics(settings, profile, create=not args.check))
+    except (ConnectionError, ValueError, OSError) as exc:
+        raise SystemExit(f"offerstream topics: {exc}") from None
+    except TopicMismatch as exc:
+        print(f"offerstream topics: {exc}", file=sys.stderr)
+        return 2
+    for name, state in report.items():
+        print(f"{state:8} {name}")
+    return 1 if "missing" in report.values() else 0
 
 
 def _with_broker(settings, url: str):  # type: ignore[no-untyped-def]
@@ -173,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="exit 0 and register even if the model does not beat the baselines")
     train.add_argument("--ndcg-k", type=int, default=3, help="k of NDCG@k per decision (default 3)")
     train.set_defaults(func=_train)
+
+    topics = sub.add_parser("topics", help="create the topics on a broker, or check them (--check)")
+    topics.add_argument("--broker", help="kafka://host:port[,kafka://host:port...] (default: $OFFERSTREAM_BROKER)")
+    topics.add_argument("--partitions", type=int, help="partitions of events and tables (default 4)")
+    topics.add_argument("--data-dir", type=Path, help="local state directory (default ./offerstream-data)")
+    topics.add_argument("--check", action="store_true", help="create nothing; exit 1 if a topic is missing")
+    topics.set_defaults(func=_topics)
 
     erase = sub.add_parser("erase", help="erase a customer everywhere (DELETE /v1/customers/{id})")
     erase.add_argument("customer_id")

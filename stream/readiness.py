@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Any, cast
 
+from stream.brokers import bootstrap_servers
 from stream.embedded.kafka_wire import kafka_metadata
 from stream.http import Unavailable
 from stream.topics import EVENTS_TOPIC
@@ -57,14 +58,18 @@ class Readiness:
         return self.broker_ok_at is not None and time.monotonic() - self.broker_ok_at < limit
 
     def probe_broker(self) -> None:
-        """Ask the first bootstrap broker for metadata (blocking; run it in an executor)."""
-        host, _, port = self.broker.removeprefix("kafka://").split(",")[0].rpartition(":")
-        try:
-            kafka_metadata(host, int(port), timeout=1.0)
-        except (OSError, ValueError) as exc:  # the broker did not answer, or not as Kafka would
-            log.info("broker probe failed: %s", exc)
+        """Ask the bootstrap brokers for metadata until one answers (blocking; run it in an executor).
+
+        Any of them will do: with one broker of a cluster down, the others still serve.
+        """
+        for host, port in bootstrap_servers(self.broker):
+            try:
+                kafka_metadata(host, port, timeout=1.0)
+            except (OSError, ValueError) as exc:  # the broker did not answer, or not as Kafka would
+                log.info("broker probe of %s:%d failed: %s", host, port, exc)
+                continue
+            self.broker_ok_at = time.monotonic()
             return
-        self.broker_ok_at = time.monotonic()
 
     def require_ready(self) -> None:
         """Refuse with 503 while this worker's state is not complete."""

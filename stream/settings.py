@@ -43,6 +43,11 @@ class Settings:
         ``greedy`` (default), ``epsilon:E`` or ``softmax:T``; see :mod:`models.exploration`.
     registry : Path or None
         A model registry shared by several workers (default: ``data_dir/models``).
+    broker_kind : str
+        ``kafka``, ``tansu``, or ``""`` to detect it (:mod:`stream.brokers`).
+    replication, min_insync : int or None
+        Replication factor and ``min.insync.replicas`` of the topics a worker creates; ``None``
+        takes the broker kind's default (3 and 2 on Kafka, 1 on the bundled broker).
     """
 
     broker: str | None = None
@@ -60,6 +65,9 @@ class Settings:
     registry: Path | None = None
     store: str = "offerstream-rocksdb://"
     event_loop: str = ""  # "uvloop", "asyncio", or "" = uvloop where installed
+    broker_kind: str = ""
+    replication: int | None = None
+    min_insync: int | None = None
 
     def __repr__(self) -> str:
         shown = {f.name: ("***" if f.name in SECRET_FIELDS and getattr(self, f.name) else getattr(self, f.name))
@@ -109,6 +117,9 @@ def load_settings(**overrides: Any) -> Settings:
         "exploration": env.get("OFFERSTREAM_EXPLORATION", "greedy"),
         "event_loop": env.get("OFFERSTREAM_EVENT_LOOP", ""),
         "registry": Path(env["OFFERSTREAM_REGISTRY"]) if env.get("OFFERSTREAM_REGISTRY") else None,
+        "broker_kind": env.get("OFFERSTREAM_BROKER_KIND", ""),
+        "replication": int(env["OFFERSTREAM_REPLICATION"]) if env.get("OFFERSTREAM_REPLICATION") else None,
+        "min_insync": int(env["OFFERSTREAM_MIN_INSYNC"]) if env.get("OFFERSTREAM_MIN_INSYNC") else None,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["data_dir"] = Path(values["data_dir"]).resolve()

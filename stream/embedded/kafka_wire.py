@@ -15,12 +15,15 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
-__all__ = ["BrokerMetadata", "create_topics", "kafka_metadata"]
+__all__ = ["BrokerMetadata", "api_versions", "create_topics", "describe_topics", "kafka_metadata"]
 
 #: Kafka protocol: Metadata request key and the version spoken here (v2: has cluster_id).
 _API_METADATA: Final = 3
 _METADATA_VERSION: Final = 2
 _CLIENT_ID: Final = b"offerstream-probe"
+
+#: ApiVersions request key (v0: no body, the simplest answer every broker gives).
+_API_VERSIONS: Final = 18
 
 #: Kafka error code returned by CreateTopics when the topic already exists.
 _TOPIC_ALREADY_EXISTS: Final = 36
@@ -81,6 +84,35 @@ def kafka_metadata(host: str, port: int, timeout: float = 2.0) -> BrokerMetadata
         raise ValueError(f"malformed Kafka Metadata response: {exc}") from exc
 
 
+def api_versions(host: str, port: int, timeout: float = 2.0) -> dict[int, tuple[int, int]]:
+    """The API keys a broker supports, with their version ranges (one ApiVersions v0 request).
+
+    Raises
+    ------
+    OSError
+        If the connection fails or times out.
+    ValueError
+        If the answer is not a well-formed ApiVersions response, or reports an error.
+    """
+    correlation_id = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
+    request = struct.pack(">hhih", _API_VERSIONS, 0, correlation_id, len(_CLIENT_ID)) + _CLIENT_ID
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        size = struct.unpack(">i", _recv_exactly(sock, 4, deadline))[0]
+        if not 10 <= size <= 1024 * 1024:
+            raise ValueError(f"implausible Kafka response size {size}")
+        payload = _recv_exactly(sock, size, deadline)
+    try:
+        got_id, error, count = struct.unpack_from(">ihi", payload, 0)
+        if got_id != correlation_id or error != 0 or not 0 <= count <= 10_000:
+            raise ValueError(f"ApiVersions answered error {error} (correlation {got_id}, {count} keys)")
+        keys = (struct.unpack_from(">hhh", payload, 10 + 6 * i) for i in range(count))
+        return {key: (low, high) for key, low, high in keys}
+    except struct.error as exc:
+        raise ValueError(f"malformed ApiVersions response: {exc}") from exc
+
+
 def _parse_metadata(payload: bytes, correlation_id: int) -> BrokerMetadata:
     """Decode a Metadata v2 response (without its size prefix) to the request ``correlation_id``."""
     got_id, n_brokers = struct.unpack_from(">ii", payload, 0)
@@ -122,6 +154,38 @@ def _recv_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
         remaining -= len(chunk)
     return b"".join(chunks)
 
+
+
+async def describe_topics(bootstrap: str, names: list[str], timeout: float = 10.0) -> dict[str, tuple[int, str]]:
+    """``(partitions, cleanup.policy)`` of each existing topic among ``names``; missing ones are left out."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    servers = ",".join(part.removeprefix("kafka://") for part in bootstrap.split(","))
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=int(timeout * 1000),
+                                client_id="offerstream-admin")
+    await admin.start()
+    try:
+        # only those that exist: describing a missing topic would create it where the broker
+        # auto-creates topics (Kafka's default), with the broker's partition count
+        present = [name for name in names if name in set(await admin.list_topics())]
+        if not present:
+            return {}
+        partitions = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(present)
+                      if d.get("error_code", 0) == 0 and d.get("partitions")}
+        if not partitions:
+            return {}
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, {"cleanup.policy": None}) for name in partitions])
+        policies = {name: "delete" for name in partitions}
+        for response in responses:
+            for resource in response.resources:
+                for entry in resource[4]:
+                    if entry[0] == "cleanup.policy" and resource[3] in policies:
+                        policies[resource[3]] = str(entry[1])
+        return {name: (count, policies[name]) for name, count in partitions.items()}
+    finally:
+        await admin.close()
 
 
 async def create_topics(
