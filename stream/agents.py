@@ -21,6 +21,7 @@ from models.customer_state import apply_event
 from models.errors import InvalidConsent, InvalidEvent
 from models.events import Event, parse_payload
 from models.ledger import ErasureLedger
+from stream.delivery_order import DeliveryOrder
 from stream.ingest_state import FLUSH_INTERVAL_S, LiveState
 from stream.local_log import LocalLog
 from stream.metrics import Metrics
@@ -109,6 +110,20 @@ class Ingest:
         await self.topology.send_dead_letter(key, orjson.dumps(record))
 
 
+async def _in_order(app: Any, order: DeliveryOrder, message: Any, metrics: Metrics) -> bool:
+    """True if ``message`` is the next of its partition; else the consumer reads again from there."""
+    verdict = order.check(message.partition, message.offset)
+    if verdict == "apply":
+        return True
+    if verdict == "reread":
+        metrics.inc("events_reread_total")
+        try:
+            await app.consumer.seek(message.tp, order.expected(message.partition))
+        except Exception as exc:  # noqa: BLE001 - e.g. the partition was just revoked: faust re-seeks
+            log.warning("could not seek %s back: %r", message.tp, exc)
+    return False
+
+
 def _restored(message: Any) -> bool:
     """True for events replayed from the local archive at start (already archived)."""
     headers = message.headers or ()
@@ -116,9 +131,14 @@ def _restored(message: Any) -> bool:
     return any(k == RESTORED_HEADER for k, _ in pairs)
 
 
-def register_agents(app: Any, ingest: Ingest) -> None:
-    """Attach the ingest agent, its flush timer and its rebalance hooks to ``app``."""
+def register_agents(app: Any, ingest: Ingest, *, check_order: bool = False) -> None:
+    """Attach the ingest agent, its flush timer and its rebalance hooks to ``app``.
+
+    ``check_order``: every message of a partition must be the next one, else the consumer reads
+    from the missing offset again (:mod:`stream.delivery_order`; on the bundled broker).
+    """
     live, metrics, processed = ingest.live, ingest.metrics, ingest.processed
+    order = DeliveryOrder() if check_order else None
 
     # Benchmark-only switch: OFFERSTREAM_WRITE_BEHIND=0 runs the naive baseline (one table write
     # per event, faust's automatic acks), so benchmarks/ can compare both in the same run.
@@ -136,6 +156,8 @@ def register_agents(app: Any, ingest: Ingest) -> None:
     async def ingest_write_behind(stream: Any) -> None:
         # Manual acknowledgement: a message is acked by the flush that made its effect durable.
         async for event in stream.noack().events():
+            if order is not None and not await _in_order(app, order, event.message, metrics):
+                continue  # not applied, not acknowledged: read again in order
             async with live.lock:
                 await ingest.handle(event.key, event.value, event.message)
                 live.defer_ack(event)
@@ -155,4 +177,6 @@ def register_agents(app: Any, ingest: Ingest) -> None:
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        if order is not None:
+            order.forget()
         live.clear()  # the tables may have moved on while another worker owned a partition

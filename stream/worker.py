@@ -106,7 +106,8 @@ class Worker:
         # itself (it waits for the producer before the next one), so the stall is lifted here.
         producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
         register_agents(app, Ingest(topology, self.live, self.ledger, self.placement.events_partition,
-                                    self.local_log, self.metrics, self.readiness.processed))
+                                    self.local_log, self.metrics, self.readiness.processed),
+                        check_order=profile.tansu_workarounds)
         self._mount_routes(static_dir)
         self._register_tasks()
 
