@@ -30,7 +30,11 @@ def _serve(args: argparse.Namespace) -> int:
     from stream.worker import Worker
 
     settings = load_settings(broker=args.broker, port=args.port, data_dir=args.data_dir,
-                             host=args.host, partitions=args.partitions)
+                             host=args.host, partitions=args.partitions, **_security_overrides(args))
+    if settings.broker is None and settings.broker_security_protocol != "PLAINTEXT":
+        _usage_error(f"offerstream: OFFERSTREAM_BROKER_SECURITY_PROTOCOL={settings.broker_security_protocol} "
+                     "needs --broker (the embedded broker is plaintext on loopback)")
+    _use_security(settings, "offerstream")
     broker = None
     if settings.broker is None:
         broker = EmbeddedBroker(log_path=settings.data_dir / "broker.log").start()
@@ -89,19 +93,106 @@ def _use_event_loop(name: str) -> str:
     return "asyncio"
 
 
+#: Seconds the first authenticated connection may take before start gives up (TLS + SASL).
+ACCESS_TIMEOUT_S = 10.0
+
+#: The broker security options: (flag, settings field, help).
+SECURITY_FLAGS = (
+    ("--broker-security-protocol", "broker_security_protocol",
+     "PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL ($OFFERSTREAM_BROKER_SECURITY_PROTOCOL)"),
+    ("--broker-sasl-mechanism", "broker_sasl_mechanism",
+     "PLAIN (default), SCRAM-SHA-256 or SCRAM-SHA-512 ($OFFERSTREAM_BROKER_SASL_MECHANISM)"),
+    ("--broker-user", "broker_user", "SASL user ($OFFERSTREAM_BROKER_USER; the password only from "
+     "$OFFERSTREAM_BROKER_PASSWORD)"),
+    ("--broker-ca-file", "broker_ca_file", "PEM CA file that signed the brokers' certificates "
+     "($OFFERSTREAM_BROKER_CA_FILE; default: the system trust store)"),
+    ("--broker-cert-file", "broker_cert_file", "PEM client certificate ($OFFERSTREAM_BROKER_CERT_FILE)"),
+    ("--broker-key-file", "broker_key_file", "PEM key of the client certificate ($OFFERSTREAM_BROKER_KEY_FILE)"),
+)
+
+
+def _add_security_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("broker TLS and SASL (override the OFFERSTREAM_BROKER_* variables)")
+    for flag, dest, text in SECURITY_FLAGS:
+        group.add_argument(flag, dest=dest, type=Path if dest.endswith("_file") else str, help=text)
+
+
+def _security_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {dest: getattr(args, dest, None) for _, dest, _ in SECURITY_FLAGS}
+
+
+def _usage_error(message: str) -> None:
+    """One line on stderr, exit 2: a setting is wrong."""
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def _use_security(settings: Any, prog: str) -> dict[str, Any]:
+    """Check the broker TLS/SASL settings and make them every client's; exit 2 naming a wrong one."""
+    from stream.brokers import use_client_security
+
+    try:
+        return use_client_security(settings)
+    except ValueError as exc:
+        _usage_error(f"{prog}: {exc}")
+        raise  # unreachable
+
+
+def _check_access(settings: Any, prog: str) -> None:
+    """On a TLS or SASL listener: one authenticated connection within ``ACCESS_TIMEOUT_S``, or exit.
+
+    aiokafka's clients retry a refused login or handshake for ever (logging it); this turns the
+    broker's answer into one line naming the settings to check.
+    """
+    import asyncio
+    import ssl
+
+    from aiokafka.errors import KafkaError
+
+    from stream.brokers import check_access
+
+    protocol = settings.broker_security_protocol
+    if protocol == "PLAINTEXT":
+        return
+    servers = settings.broker.replace("kafka://", "")
+    try:
+        asyncio.run(asyncio.wait_for(check_access(settings.broker, timeout=ACCESS_TIMEOUT_S), ACCESS_TIMEOUT_S + 1))
+    except ssl.SSLError as exc:
+        raise SystemExit(f"{prog}: cannot authenticate to the broker: TLS handshake with {servers} failed: "
+                         f"{getattr(exc, 'verify_message', None) or exc.reason or exc} (check "
+                         "OFFERSTREAM_BROKER_CA_FILE, OFFERSTREAM_BROKER_CERT_FILE/KEY_FILE and that the "
+                         f"listener speaks {protocol})") from None
+    except KafkaError as exc:
+        what = " ".join(str(exc).split()) or type(exc).__name__
+        raise SystemExit(f"{prog}: cannot authenticate to the broker: {what} (check "
+                         "OFFERSTREAM_BROKER_USER, OFFERSTREAM_BROKER_PASSWORD and "
+                         f"OFFERSTREAM_BROKER_SASL_MECHANISM={settings.broker_sasl_mechanism or 'PLAIN'})") from None
+    except (TimeoutError, OSError) as exc:
+        raise SystemExit(f"{prog}: cannot reach the broker at {servers} within {ACCESS_TIMEOUT_S:.0f} s over "
+                         f"{protocol}: {type(exc).__name__} {exc} (check --broker and "
+                         "OFFERSTREAM_BROKER_SECURITY_PROTOCOL)") from None
+
+
 def _broker_profile(settings: Any, *, embedded: bool) -> Any:
     """The broker kind's settings; on Apache Kafka the topics are created or checked first.
 
-    Exits with a one-line error when no broker answers or a topic is wrong for offerstream.
+    Exits with a one-line error when no broker answers, the broker refuses this worker's TLS or
+    SASL credentials (within ``ACCESS_TIMEOUT_S``), or a topic is wrong for offerstream.
     """
     import asyncio
 
-    from stream.brokers import detect_kind, profile_for
+    from stream.brokers import BrokerAuthError, detect_kind, profile_for
+    from stream.embedded.kafka_wire import default_security
     from stream.topic_setup import TopicMismatch, ensure_topics
 
+    if not embedded:
+        _check_access(settings, "offerstream")
+    tls = default_security().get("ssl_context")
     try:
-        kind = "tansu" if embedded else (settings.broker_kind or detect_kind(settings.broker))
+        kind = "tansu" if embedded else (settings.broker_kind or detect_kind(settings.broker, ssl_context=tls))
         profile = profile_for(kind, replication=settings.replication, min_insync=settings.min_insync)
+    except BrokerAuthError as exc:
+        raise SystemExit(f"offerstream: cannot authenticate to the broker: {exc}") from None
     except (ConnectionError, ValueError) as exc:
         raise SystemExit(f"offerstream: {exc}") from None
     print(f"offerstream: broker kind {profile.kind} (replication {profile.replication}, "
@@ -118,17 +209,22 @@ def _topics(args: argparse.Namespace) -> int:
     """Create (or with --check only check) every topic on a broker; print each one's state."""
     import asyncio
 
-    from stream.brokers import detect_kind, profile_for
+    from stream.brokers import BrokerAuthError, detect_kind, profile_for
     from stream.settings import load_settings
     from stream.topic_setup import TopicMismatch, ensure_topics
 
-    settings = load_settings(broker=args.broker, partitions=args.partitions, data_dir=args.data_dir)
+    settings = load_settings(broker=args.broker, partitions=args.partitions, data_dir=args.data_dir,
+                             **_security_overrides(args))
     if settings.broker is None:
         raise SystemExit("offerstream topics: --broker (or OFFERSTREAM_BROKER) is required")
+    security = _use_security(settings, "offerstream topics")
+    _check_access(settings, "offerstream topics")
     try:
-        kind = settings.broker_kind or detect_kind(settings.broker)
+        kind = settings.broker_kind or detect_kind(settings.broker, ssl_context=security.get("ssl_context"))
         profile = profile_for(kind, replication=settings.replication, min_insync=settings.min_insync)
         report = asyncio.run(ensure_topics(settings, profile, create=not args.check))
+    except BrokerAuthError as exc:
+        raise SystemExit(f"offerstream topics: cannot authenticate to the broker: {exc}") from None
     except (ConnectionError, ValueError, OSError) as exc:
         raise SystemExit(f"offerstream topics: {exc}") from None
     except TopicMismatch as exc:
@@ -149,7 +245,9 @@ def _produce(args: argparse.Namespace) -> int:
     import asyncio
 
     from stream.producer import produce_files
+    from stream.settings import load_broker_security
 
+    _use_security(load_broker_security(**_security_overrides(args)), "offerstream produce")
     report = asyncio.run(produce_files(args.broker.removeprefix("kafka://"), args.files, rate=args.rate,
                                        shift_to_now=args.shift_to_now))
     print(f"produced {report['sent']} events, rejected {report['rejected']} "
@@ -192,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="HTTP host to bind and advertise (default 127.0.0.1)")
     serve.add_argument("--data-dir", type=Path, help="local state directory (default ./offerstream-data)")
     serve.add_argument("--partitions", type=int, help="partitions of events and tables (default 4)")
+    _add_security_flags(serve)
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser("demo", help="the whole system on the embedded default with sample data")
@@ -206,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--broker", required=True, help="kafka://host:port")
     produce.add_argument("--rate", type=float, default=0.0, help="events per second (0 = as fast as possible)")
     produce.add_argument("--shift-to-now", action="store_true", help="move timestamps so the last event is now")
+    _add_security_flags(produce)
     produce.set_defaults(func=_produce)
 
     train = sub.add_parser("train", help="offline retraining: replay, fit, evaluate, export, register")
@@ -231,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--partitions", type=int, help="partitions of events and tables (default 4)")
     topics.add_argument("--data-dir", type=Path, help="local state directory (default ./offerstream-data)")
     topics.add_argument("--check", action="store_true", help="create nothing; exit 1 if a topic is missing")
+    _add_security_flags(topics)
     topics.set_defaults(func=_topics)
 
     erase = sub.add_parser("erase", help="erase a customer everywhere (DELETE /v1/customers/{id})")

@@ -10,11 +10,12 @@ at-least-once everywhere and every state update is idempotent (event ids, stored
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import faust
 
 from stream import store as _store  # noqa: F401 - registers the offerstream-rocksdb:// scheme
-from stream.brokers import BrokerProfile
+from stream.brokers import BrokerProfile, faust_credentials, use_client_security
 from stream.settings import Settings
 
 __all__ = ["create_app", "quiet_logging"]
@@ -35,7 +36,12 @@ def create_app(settings: Settings, profile: BrokerProfile) -> faust.App:
     """Build the faust App for one worker, with the session and replication of its broker kind."""
     if settings.broker is None:
         raise ValueError("create_app needs a broker URL; the CLI starts the bundled one first")
+    # TLS/SASL (OFFERSTREAM_BROKER_*): faust's clients get them as broker_credentials, and every
+    # other client of this process (mirrors, admin, probes) as the default of stream.embedded.kafka_wire.
+    security = use_client_security(settings)
+    credentials = faust_credentials(security)
     settings.table_dir.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {} if credentials is None else {"broker_credentials": credentials}
     return faust.App(
         settings.app_id,
         broker=settings.broker,
@@ -63,4 +69,5 @@ def create_app(settings: Settings, profile: BrokerProfile) -> faust.App:
         # meant a produce request per ~12 profiles, and the socket writes were ~15% of the worker.
         producer_max_batch_size=256 * 1024,
         producer_linger=0.002,
+        **extra,
     )

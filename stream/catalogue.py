@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.catalog import Offer, parse_offer
 from models.errors import InvalidOffer
+from stream.embedded.kafka_wire import default_security
 from stream.embedded.transport import FETCH_MAX_WAIT_MS
 from stream.topics import OFFERS_TOPIC
 
@@ -80,11 +81,16 @@ class Catalogue:
 
 
 class TopicMirror:
-    """Reads every partition of a topic from the start, for ever, calling ``apply`` per record."""
+    """Reads every partition of a topic from the start, for ever, calling ``apply`` per record.
+
+    ``security``: aiokafka TLS/SASL options (``stream.brokers.client_security``); by default those
+    of the process (``stream.embedded.kafka_wire.set_default_security``), read when it starts.
+    """
 
     def __init__(self, bootstrap: str, topic: str, apply: Callable[[bytes | None, bytes | None], None],
-                 on_batch: Callable[[], None] | None = None) -> None:
+                 on_batch: Callable[[], None] | None = None, *, security: dict[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.topic = topic
         self.apply = apply
         self.on_batch = on_batch
@@ -104,6 +110,7 @@ class TopicMirror:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            **(default_security() if self.security is None else self.security),
         )
         await consumer.start()
         try:

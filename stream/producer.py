@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from models.errors import InvalidEvent
 from models.events import parse_event
+from stream.embedded.kafka_wire import default_security
 from stream.topics import EVENTS_TOPIC
 
 __all__ = ["produce_events", "produce_files", "read_event_file"]
@@ -39,9 +40,12 @@ def read_event_file(path: Path) -> Iterable[tuple[int, Any]]:
 
 async def produce_events(bootstrap: str, events: Iterable[dict[str, Any]], *, rate: float = 0.0,
                          shift_ms: int = 0, progress_every: int = 0) -> int:
-    """Send contract events (already valid) one per message; return how many were sent."""
+    """Send contract events (already valid) one per message; return how many were sent.
+
+    TLS/SASL: those of the process (``stream.brokers.use_client_security``), plaintext by default.
+    """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024)
+                                max_batch_size=256 * 1024, **default_security())
     await producer.start()
     sent, started = 0, time.perf_counter()
     try:

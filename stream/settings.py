@@ -12,9 +12,9 @@ from typing import Any
 
 from models.ledger import read_hash_key
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "load_broker_security"]
 
-SECRET_FIELDS = frozenset({"api_key", "score_key", "hash_key"})
+SECRET_FIELDS = frozenset({"api_key", "score_key", "hash_key", "broker_password"})
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,17 @@ class Settings:
     replication, min_insync : int or None
         Replication factor and ``min.insync.replicas`` of the topics a worker creates; ``None``
         takes the broker kind's default (3 and 2 on Kafka, 1 on the bundled broker).
+    broker_security_protocol : str
+        ``PLAINTEXT`` (default), ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``
+        (``OFFERSTREAM_BROKER_SECURITY_PROTOCOL``); checked by :func:`stream.brokers.check_security`.
+    broker_sasl_mechanism : str
+        ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` with a SASL protocol (default ``PLAIN``).
+    broker_user, broker_password : str or None
+        The SASL user and password (``OFFERSTREAM_BROKER_USER``, ``OFFERSTREAM_BROKER_PASSWORD``;
+        the password is a secret: masked in ``repr``, only ever read from the environment).
+    broker_ca_file, broker_cert_file, broker_key_file : Path or None
+        PEM files: the CA that signed the brokers' certificates (default: the system's trust
+        store), and an optional client certificate and its key (TLS client authentication).
     """
 
     broker: str | None = None
@@ -68,6 +79,13 @@ class Settings:
     broker_kind: str = ""
     replication: int | None = None
     min_insync: int | None = None
+    broker_security_protocol: str = "PLAINTEXT"
+    broker_sasl_mechanism: str = ""
+    broker_user: str | None = None
+    broker_password: str | None = field(default=None, repr=False)
+    broker_ca_file: Path | None = None
+    broker_cert_file: Path | None = None
+    broker_key_file: Path | None = None
 
     def __repr__(self) -> str:
         shown = {f.name: ("***" if f.name in SECRET_FIELDS and getattr(self, f.name) else getattr(self, f.name))
@@ -100,6 +118,45 @@ def _hash_key(data_dir: Path) -> bytes:
     return read_hash_key(data_dir, create=True)
 
 
+_SECURITY_FIELDS = ("broker_security_protocol", "broker_sasl_mechanism", "broker_user", "broker_password",
+                    "broker_ca_file", "broker_cert_file", "broker_key_file")
+
+
+def load_broker_security(**overrides: Any) -> Settings:
+    """Only the broker TLS/SASL settings (environment, then ``overrides``), without touching a data dir.
+
+    For commands that talk to a broker but keep no state (``offerstream produce``).
+    """
+    values = _security_values(os.environ)
+    values.update({k: v for k, v in overrides.items() if v is not None and k in _SECURITY_FIELDS})
+    return Settings(**_normalized_security(values))
+
+
+def _security_values(env: Any) -> dict[str, Any]:
+    return {
+        "broker_security_protocol": env.get("OFFERSTREAM_BROKER_SECURITY_PROTOCOL") or "PLAINTEXT",
+        "broker_sasl_mechanism": env.get("OFFERSTREAM_BROKER_SASL_MECHANISM", ""),
+        "broker_user": env.get("OFFERSTREAM_BROKER_USER") or None,
+        "broker_password": env.get("OFFERSTREAM_BROKER_PASSWORD") or None,
+        "broker_ca_file": _path_or_none(env.get("OFFERSTREAM_BROKER_CA_FILE")),
+        "broker_cert_file": _path_or_none(env.get("OFFERSTREAM_BROKER_CERT_FILE")),
+        "broker_key_file": _path_or_none(env.get("OFFERSTREAM_BROKER_KEY_FILE")),
+    }
+
+
+def _normalized_security(values: dict[str, Any]) -> dict[str, Any]:
+    for name in ("broker_ca_file", "broker_cert_file", "broker_key_file"):
+        if values.get(name) is not None:
+            values[name] = Path(values[name])
+    values["broker_security_protocol"] = str(values["broker_security_protocol"]).upper()
+    values["broker_sasl_mechanism"] = str(values["broker_sasl_mechanism"]).upper()
+    return values
+
+
+def _path_or_none(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Settings from ``OFFERSTREAM_*`` variables, then CLI ``overrides`` (``None`` = not given)."""
     env = os.environ
@@ -120,8 +177,9 @@ def load_settings(**overrides: Any) -> Settings:
         "broker_kind": env.get("OFFERSTREAM_BROKER_KIND", ""),
         "replication": int(env["OFFERSTREAM_REPLICATION"]) if env.get("OFFERSTREAM_REPLICATION") else None,
         "min_insync": int(env["OFFERSTREAM_MIN_INSYNC"]) if env.get("OFFERSTREAM_MIN_INSYNC") else None,
+        **_security_values(env),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["data_dir"] = Path(values["data_dir"]).resolve()
-    settings = Settings(**values)
+    settings = Settings(**_normalized_security(values))
     return replace(settings, hash_key=_hash_key(settings.data_dir))

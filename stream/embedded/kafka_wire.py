@@ -10,12 +10,46 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Final, NamedTuple
 
-__all__ = ["BrokerMetadata", "api_versions", "create_topics", "describe_topics", "kafka_metadata"]
+__all__ = ["BrokerMetadata", "api_versions", "create_topics", "describe_topics", "kafka_metadata",
+           "set_default_security", "default_security"]
+
+#: The aiokafka security options (``stream.brokers.client_security``) of the clients this process
+#: opens without being given any: ``{}`` is plaintext. Set once at start (``set_default_security``).
+_DEFAULT_SECURITY: dict[str, Any] = {}
+_UNSET: Any = object()
+
+
+def set_default_security(security: Mapping[str, Any]) -> None:
+    """Use ``security`` (aiokafka options; ``{}`` = plaintext) for clients opened without their own."""
+    _DEFAULT_SECURITY.clear()
+    _DEFAULT_SECURITY.update(security)
+
+
+def default_security() -> dict[str, Any]:
+    """The security options set by :func:`set_default_security` (a copy; ``{}`` = plaintext)."""
+    return dict(_DEFAULT_SECURITY)
+
+
+def _resolve(security: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(_DEFAULT_SECURITY if security is None else security)
+
+
+@contextmanager
+def _connect(host: str, port: int, timeout: float, ssl_context: ssl.SSLContext | None) -> Iterator[socket.socket]:
+    """A TCP connection to ``host:port``, wrapped in TLS when an ``ssl_context`` is given."""
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        if ssl_context is None:
+            yield raw
+            return
+        with ssl_context.wrap_socket(raw, server_hostname=host) as tls:
+            yield tls
 
 #: Kafka protocol: Metadata request key and the version spoken here (v2: has cluster_id).
 _API_METADATA: Final = 3
@@ -37,7 +71,8 @@ class BrokerMetadata(NamedTuple):
     brokers: list[tuple[int, str, int]]
 
 
-def kafka_metadata(host: str, port: int, timeout: float = 2.0) -> BrokerMetadata:
+def kafka_metadata(host: str, port: int, timeout: float = 2.0, *,
+                   ssl_context: ssl.SSLContext | None = _UNSET, sasl: bool | None = None) -> BrokerMetadata:
     """Send one Kafka Metadata request over a plain socket and return what the broker says.
 
     This is a dependency-free, synchronous readiness probe: it proves that something on
@@ -52,6 +87,13 @@ def kafka_metadata(host: str, port: int, timeout: float = 2.0) -> BrokerMetadata
         Broker port.
     timeout : float, optional
         Seconds allowed for connecting and for the whole exchange.
+    ssl_context : ssl.SSLContext or None, optional
+        TLS for the connection (``SSL``, ``SASL_SSL``); unset: the process default
+        (:func:`set_default_security`), ``None``: plaintext.
+    sasl : bool, optional
+        Whether the listener wants SASL (default: the process default's). Kafka answers only
+        ApiVersions and SaslHandshake before SASL authentication, which this probe does not do: an
+        ApiVersions answer is then the proof, and the result is ``BrokerMetadata(None, -1, [])``.
 
     Returns
     -------
@@ -65,6 +107,13 @@ def kafka_metadata(host: str, port: int, timeout: float = 2.0) -> BrokerMetadata
     ValueError
         If the answer is not a well-formed Metadata response to this request.
     """
+    if ssl_context is _UNSET:
+        ssl_context = _DEFAULT_SECURITY.get("ssl_context")
+    if sasl is None:
+        sasl = str(_DEFAULT_SECURITY.get("security_protocol", "")).startswith("SASL_")
+    if sasl:
+        api_versions(host, port, timeout=timeout, ssl_context=ssl_context)
+        return BrokerMetadata(None, -1, [])
     correlation_id = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
     # Request header v1: api_key, api_version, correlation_id, client_id (nullable string).
     header = struct.pack(">hhih", _API_METADATA, _METADATA_VERSION, correlation_id, len(_CLIENT_ID))
@@ -72,7 +121,7 @@ def kafka_metadata(host: str, port: int, timeout: float = 2.0) -> BrokerMetadata
     body = struct.pack(">i", -1)
     request = header + _CLIENT_ID + body
     deadline = time.monotonic() + timeout
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with _connect(host, port, timeout, ssl_context) as sock:
         sock.sendall(struct.pack(">i", len(request)) + request)
         size = struct.unpack(">i", _recv_exactly(sock, 4, deadline))[0]
         if not 8 <= size <= 16 * 1024 * 1024:
@@ -84,20 +133,24 @@ def kafka_metadata(host: str, port: int, timeout: float = 2.0) -> BrokerMetadata
         raise ValueError(f"malformed Kafka Metadata response: {exc}") from exc
 
 
-def api_versions(host: str, port: int, timeout: float = 2.0) -> dict[int, tuple[int, int]]:
+def api_versions(host: str, port: int, timeout: float = 2.0, *,
+                 ssl_context: ssl.SSLContext | None = None) -> dict[int, tuple[int, int]]:
     """The API keys a broker supports, with their version ranges (one ApiVersions v0 request).
+
+    With an ``ssl_context`` the request goes over TLS. Kafka answers ApiVersions before SASL
+    authentication, so this works on a SASL listener without credentials.
 
     Raises
     ------
     OSError
-        If the connection fails or times out.
+        If the connection fails or times out (``ssl.SSLError`` if the TLS handshake fails).
     ValueError
         If the answer is not a well-formed ApiVersions response, or reports an error.
     """
     correlation_id = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
     request = struct.pack(">hhih", _API_VERSIONS, 0, correlation_id, len(_CLIENT_ID)) + _CLIENT_ID
     deadline = time.monotonic() + timeout
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with _connect(host, port, timeout, ssl_context) as sock:
         sock.sendall(struct.pack(">i", len(request)) + request)
         size = struct.unpack(">i", _recv_exactly(sock, 4, deadline))[0]
         if not 10 <= size <= 1024 * 1024:
@@ -156,14 +209,18 @@ def _recv_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
 
 
 
-async def describe_topics(bootstrap: str, names: list[str], timeout: float = 10.0) -> dict[str, tuple[int, str]]:
-    """``(partitions, cleanup.policy)`` of each existing topic among ``names``; missing ones are left out."""
+async def describe_topics(bootstrap: str, names: list[str], timeout: float = 10.0, *,
+                          security: Mapping[str, Any] | None = None) -> dict[str, tuple[int, str]]:
+    """``(partitions, cleanup.policy)`` of each existing topic among ``names``; missing ones are left out.
+
+    ``security``: aiokafka TLS/SASL options (default: the process default, :func:`set_default_security`).
+    """
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     servers = ",".join(part.removeprefix("kafka://") for part in bootstrap.split(","))
     admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=int(timeout * 1000),
-                                client_id="offerstream-admin")
+                                client_id="offerstream-admin", **_resolve(security))
     await admin.start()
     try:
         # only those that exist: describing a missing topic would create it where the broker
@@ -194,12 +251,12 @@ async def create_topics(
     timeout: float = 10.0,
     *,
     replication_factor: int = 1,
-    configs: Mapping[str, Mapping[str, str]] | None = None,
+    configs: Mapping[str, Mapping[str, str]] | None = None, security: Mapping[str, Any] | None = None,
 ) -> dict[str, bool]:
     """Create topics with the given partition counts; existing topics are checked, not changed.
 
     Tansu supports CreateTopics (and answers ``TOPIC_ALREADY_EXISTS`` for a duplicate), so this
-    works against the embedded broker and against a real Kafka cluster alike.
+    works against the embedded broker and a real Kafka cluster alike.
 
     Parameters
     ----------
@@ -213,6 +270,8 @@ async def create_topics(
         Replication factor of new topics; 1 for the embedded broker.
     configs : mapping of str to mapping of str to str, optional
         Per-topic configuration for new topics (e.g. ``{"offers": {"cleanup.policy": "compact"}}``).
+    security : mapping, optional
+        aiokafka TLS/SASL options (default: :func:`set_default_security`'s).
 
     Returns
     -------
@@ -232,11 +291,8 @@ async def create_topics(
         return {}
     servers = ",".join(part.removeprefix("kafka://") for part in bootstrap.split(","))
     timeout_ms = max(1, int(timeout * 1000))
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=servers,
-        request_timeout_ms=timeout_ms,
-        client_id="offerstream-admin",
-    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=timeout_ms,
+                                client_id="offerstream-admin", **_resolve(security))
     await admin.start()
     try:
         new = _new_topics(topics, replication_factor, configs or {})
