@@ -159,7 +159,7 @@ def run_demo(port: int, data_dir: Path, households: int, keep_running: bool = Tr
     for name in ("catalogue.jsonl", "erasure-ledger.jsonl", "dead-letter.jsonl"):
         (data_dir / name).unlink(missing_ok=True)
     log = (data_dir / "worker.log").open("ab")
-    cmd = [sys.executable, "-m", "stream.cli", "serve", "--broker", broker.url, "--port", str(port),
+    cmd = [sys.executable, "-m", "offerstream.cli", "serve", "--broker", broker.url, "--port", str(port),
            "--data-dir", str(data_dir)]
     worker = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
     base_url = f"http://127.0.0.1:{port}"
