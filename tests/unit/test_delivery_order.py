@@ -20,3 +20,14 @@ def test_partitions_are_independent_and_an_assignment_forgets() -> None:
     assert order.check(0, 6) == "apply" and order.check(1, 101) == "apply"
     order.forget()  # faust seeks to the committed offsets after an assignment
     assert order.check(0, 3) == "apply" and order.expected(0) == 4
+
+
+def test_a_gap_that_does_not_come_back_is_given_up_after_a_bounded_wait() -> None:
+    now = [0.0]
+    order = DeliveryOrder(clock=lambda: now[0])
+    assert order.check(0, 1) == "apply"
+    assert order.check(0, 3) == "reread"
+    now[0] = 1.0
+    assert order.check(0, 4) == "reread"
+    now[0] = 2.5  # past GIVE_UP_S: no stall, the jump is accepted and logged
+    assert order.check(0, 5) == "apply" and order.given_up == 1 and order.expected(0) == 6
