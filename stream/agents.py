@@ -110,18 +110,44 @@ class Ingest:
         await self.topology.send_dead_letter(key, orjson.dumps(record))
 
 
-async def _in_order(app: Any, order: DeliveryOrder, message: Any, metrics: Metrics) -> bool:
-    """True if ``message`` is the next of its partition; else the consumer reads again from there."""
-    verdict = order.check(message.partition, message.offset)
-    if verdict == "apply":
-        return True
-    if verdict == "reread":
-        metrics.inc("events_reread_total")
-        try:
-            await app.consumer.seek(message.tp, order.expected(message.partition))
-        except Exception as exc:  # noqa: BLE001 - e.g. the partition was just revoked: faust re-seeks
-            log.warning("could not seek %s back: %r", message.tp, exc)
-    return False
+class _LogAck:
+    """Acknowledges a record read from the log by :class:`DeliveryOrder` like a stream event."""
+
+    def __init__(self, consumer: Any, message: Any) -> None:
+        self.consumer, self.message = consumer, message
+
+    def ack(self) -> bool:
+        return bool(self.consumer.ack(self.message))
+
+
+def _as_message(record: Any) -> Any:
+    """A faust message of an aiokafka record read from the log."""
+    from faust.types import Message
+
+    return Message(record.topic, record.partition, record.offset, record.timestamp / 1000.0,
+                   record.timestamp_type, record.headers, record.key, record.value, record.checksum)
+
+
+async def _catch_up(app: Any, order: DeliveryOrder, event: Any, apply: Any, live: LiveState,
+                    metrics: Metrics) -> bool:
+    """Apply what is missing before ``event``'s message; True if the message itself is to be applied."""
+    message = event.message
+    try:
+        missing = await order.admit(message.topic, message.partition, message.offset)
+    except Exception as exc:  # noqa: BLE001 - neither applied nor acknowledged: asked again
+        log.error("events partition %d: could not read the records before offset %d: %r",
+                  message.partition, message.offset, exc)
+        metrics.inc("events_order_errors_total")
+        return False
+    if missing is None:
+        # applied already; acknowledged after the next flush, like the copy that was applied
+        live.defer_ack(event)
+        return False
+    for record in missing:
+        metrics.inc("events_read_from_log_total")
+        copy = _as_message(record)
+        await apply(record.key, record.value, copy, _LogAck(app.consumer, copy))
+    return True
 
 
 def _restored(message: Any) -> bool:
@@ -131,14 +157,13 @@ def _restored(message: Any) -> bool:
     return any(k == RESTORED_HEADER for k, _ in pairs)
 
 
-def register_agents(app: Any, ingest: Ingest, *, check_order: bool = False) -> None:
+def register_agents(app: Any, ingest: Ingest, *, order: DeliveryOrder | None = None) -> None:
     """Attach the ingest agent, its flush timer and its rebalance hooks to ``app``.
 
-    ``check_order``: every message of a partition must be the next one, else the consumer reads
-    from the missing offset again (:mod:`stream.delivery_order`; on the bundled broker).
+    ``order``: applies every offset of a partition once, in order, reading from the log what faust
+    did not hand over (:mod:`stream.delivery_order`).
     """
     live, metrics, processed = ingest.live, ingest.metrics, ingest.processed
-    order = DeliveryOrder() if check_order else None
 
     # Benchmark-only switch: OFFERSTREAM_WRITE_BEHIND=0 runs the naive baseline (one table write
     # per event, faust's automatic acks), so benchmarks/ can compare both in the same run.
@@ -152,17 +177,20 @@ def register_agents(app: Any, ingest: Ingest, *, check_order: bool = False) -> N
                 processed[event.message.partition] = event.message.offset + 1
         return
 
+    async def apply(key: Any, value: Any, message: Any, ack: Any) -> None:
+        async with live.lock:
+            await ingest.handle(key, value, message)
+            live.defer_ack(ack)
+        processed[message.partition] = message.offset + 1
+
     @app.agent(ingest.topology.events, name="offerstream.ingest")
     async def ingest_write_behind(stream: Any) -> None:
         # Manual acknowledgement: a message is acked by the flush that made its effect durable.
         async for event in stream.noack().events():
-            if order is not None and not await _in_order(app, order, event.message, metrics):
-                continue  # not applied, not acknowledged: read again in order
-            async with live.lock:
-                await ingest.handle(event.key, event.value, event.message)
-                live.defer_ack(event)
+            if order is not None and not await _catch_up(app, order, event, apply, live, metrics):
+                continue
+            await apply(event.key, event.value, event.message, event)
             metrics.gauges["ingest_dirty_customers"] = live.dirty
-            processed[event.message.partition] = event.message.offset + 1
 
     @app.timer(FLUSH_INTERVAL_S)
     async def flush_profiles() -> None:

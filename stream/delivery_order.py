@@ -1,89 +1,81 @@
-"""Messages of a partition reach the ingest agent in order, none skipped, or are read again.
+"""Every message of a partition reaches the ingest agent, in order: a missing one is read from the log.
 
-Measured in CI (issue 18): after every other fix, one acknowledged event in ~40 crash runs was
-never applied. It was re-routed into a partition the surviving worker owned throughout, around the
-group rebalance that followed the kill. faust's consumer delivers a fetched batch message by
-message while a rebalance suspends the flow: a message whose hand-over to the agent was abandoned
-(or cleared from the agent's buffer) can be followed by the next one, delivered after the buffer
-was cleared. The agent then applies a later message of the partition, and faust may commit past
-the lost one (its head check allows one unacknowledged offset after the committed one, and none at
-all while the committed offset is unknown during a rebalance); the profile's stored offset would
-even make a later re-read of the lost message look like a replay.
+Measured in CI (issue 18): after the other fixes, one acknowledged event in ~40 crash runs was
+never applied. The guard that came before this one logged why: around the group rebalance that
+follows a kill, faust handed the agent offset 1921 of a partition without 1920. faust can drop a
+message on its way to the agent in more than one place -- its fetch loop abandons a message whose
+hand-over is interrupted by a suspended flow and still advances its read offset; a stream passes
+over a message taken while flow control is inactive or from an older generation -- and its commit
+accepts one unacknowledged offset right after the committed one (``Consumer._new_offset``'s head
+check), so a dropped message followed by an acknowledged one is committed past, for good.
 
-:class:`DeliveryOrder` knows, per partition, the next offset the agent should see. A message past
-it is not applied and not acknowledged, and the consumer is sent back to the missing offset, so the
-missing message and everything after it are read again in order. A message below it (already
-applied; a re-read after such a seek) is passed over. Expectations are forgotten when partitions
-are assigned, since faust then seeks to the committed offsets itself.
+Asking faust to read the partition again did not help: its read offset, moved on by the messages
+already in flight, dropped the re-read message as "already read" (9,027 seeks, no progress).
 
-On the bundled broker only: Apache Kafka leaves real holes where transaction markers are, and
-there a jump is not a lost message.
+So the agent does not depend on faust for this. :class:`DeliveryOrder` knows, per partition, the
+next offset the agent must apply, starting (after every assignment) from the group's committed
+offset on the broker. A message below it was applied already and is passed over; a message past it
+brings the records in between, read straight from the log (:class:`stream.log_reader.LogReader`),
+to be applied first, each acknowledged like any other message. The agent thus applies every
+offset from the committed one up, once, in order -- on any broker and from any producer.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+from typing import Any, Protocol
 
-__all__ = ["DeliveryOrder", "GIVE_UP_S"]
-
-#: How long a missing offset is asked for again before the jump is accepted (logged as an error).
-#: Measured in CI: the seek back did not always bring the message back, and asking forever
-#: stalled the partition (9,027 re-reads, thousands of events late); a bounded wait cannot.
-GIVE_UP_S = 2.0
+__all__ = ["DeliveryOrder", "Log"]
 
 log = logging.getLogger("offerstream.ingest")
 
 
+class Log(Protocol):
+    """What the guard reads (implemented by :class:`stream.log_reader.LogReader`)."""
+
+    async def committed(self, topic: str, partition: int) -> int: ...
+
+    async def read(self, topic: str, partition: int, start: int, stop: int) -> list[Any]: ...
+
+
 class DeliveryOrder:
-    """Per partition, the next offset the ingest agent should be handed.
+    """Per partition, the next offset the ingest agent must apply."""
 
-    Examples
-    --------
-    >>> order = DeliveryOrder()
-    >>> [order.check(0, o) for o in (5, 6, 8)]
-    ['apply', 'apply', 'reread']
-    >>> order.expected(0), order.check(0, 6), order.check(0, 7)
-    (7, 'skip', 'apply')
-    """
+    def __init__(self, source: Log) -> None:
+        self._source = source
+        self._next: dict[tuple[str, int], int] = {}
+        self.passed_over = 0  # messages below the expected offset (applied already)
+        self.filled = 0  # records read from the log because faust skipped them
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._next: dict[int, int] = {}
-        self._since: dict[int, tuple[int, float]] = {}  # partition -> (missing offset, first seen)
-        self._clock = clock
-        self.rereads = 0
-        self.given_up = 0
+    async def admit(self, topic: str, partition: int, offset: int) -> list[Any] | None:
+        """``None``: the message was applied already, pass over it. Else the records (possibly none)
+        that must be applied before it, in order; the message is then the expected one.
 
-    def check(self, partition: int, offset: int) -> str:
-        """``apply`` (the expected message), ``skip`` (already applied) or ``reread`` (one is missing)."""
-        expected = self._next.get(partition)
-        if expected is None or offset == expected:
-            self._next[partition] = offset + 1
-            return "apply"
+        Raises what the log read raises (the message is then neither applied nor expected: the
+        next message of the partition asks again).
+        """
+        key = (topic, partition)
+        expected = self._next.get(key)
+        if expected is None:
+            expected = await self._source.committed(topic, partition)
+            self._next[key] = expected
         if offset < expected:
-            return "skip"
-        since = self._since.get(partition)
-        now = self._clock()
-        if since is None or since[0] != expected:
-            self._since[partition] = (expected, now)
-        elif now - since[1] > GIVE_UP_S:
-            self.given_up += 1
-            del self._since[partition]
-            log.error("events partition %d: offset %d did not come back in %.0f s; going on from %d",
-                      partition, expected, GIVE_UP_S, offset)
-            self._next[partition] = offset + 1
-            return "apply"
-        self.rereads += 1
-        log.warning("events partition %d: offset %d handed over before %d; reading from %d again",
-                    partition, offset, expected, expected)
-        return "reread"
+            self.passed_over += 1
+            return None
+        missing: list[Any] = []
+        if offset > expected:
+            missing = await self._source.read(topic, partition, expected, offset)
+            if missing:
+                self.filled += len(missing)
+                log.warning("events partition %d: offset %d handed over before %d; read %d missing "
+                            "record(s) from the log", partition, offset, expected, len(missing))
+        self._next[key] = offset + 1
+        return missing
 
-    def expected(self, partition: int) -> int | None:
-        """The next offset expected on ``partition`` (``None`` if unknown)."""
-        return self._next.get(partition)
+    def expected(self, topic: str, partition: int) -> int | None:
+        """The next offset expected on the partition (``None``: unknown until its next message)."""
+        return self._next.get((topic, partition))
 
     def forget(self) -> None:
-        """Forget every expectation (partitions were assigned: faust seeks to the committed offsets)."""
+        """Forget every expectation (partitions were assigned: they start again from the committed offsets)."""
         self._next.clear()
-        self._since.clear()

@@ -173,6 +173,10 @@ def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: floa
             scorer.join(timeout=10)
             time.sleep(2.0)  # a late replay would show up as a count above the truth
             final = _counts(a, ids)
+            # what the survivor's order guard did (stream/delivery_order.py): records faust did not
+            # hand over, read from the log; messages handed over again after they were applied
+            from_log = int(a.metric("events_read_from_log_total"))
+            passed_over = int(a.metric("events_order_passed_over"))
         finally:
             stop.set()
             b.stop()
@@ -185,4 +189,5 @@ def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: floa
         "wrong_customers": sorted(c for c in ids if final[c] != expected[c])[:10],
         "kill_to_exact_s": round(caught_up_s, 2),
         "handover_statuses": {str(k): v for k, v in statuses.items()}, "bad_answers": bad[:10],
+        "read_from_log": from_log, "passed_over": passed_over,
     }
