@@ -58,11 +58,20 @@ def test_topics_are_created_replicated_and_checked(cluster: KafkaCluster, tmp_pa
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     metadata = admin.list_topics(timeout=10)
     assert all(len(p.replicas) == 3 for p in metadata.topics["events"].partitions.values())
-    configs = admin.describe_configs([ConfigResource("topic", "events"),
-                                      ConfigResource("topic", "kw-consent-changelog")])
-    events, consent = (future.result(timeout=10) for future in configs.values())
-    assert events["min.insync.replicas"].value == "2" and events["cleanup.policy"].value == "delete"
-    assert consent["cleanup.policy"].value == "compact" and consent["min.insync.replicas"].value == "2"
+    names = ["events", "events-dead-letter", "decisions", "offers", "erasures", "kw-profiles-changelog",
+             "kw-consent-changelog"]
+    configs = admin.describe_configs([ConfigResource("topic", name) for name in names])
+    got = {resource.name: future.result(timeout=10) for resource, future in configs.items()}
+    week = str(7 * 24 * 3600 * 1000)
+    assert all(got[name]["min.insync.replicas"].value == "2" for name in names)
+    for name in ("events", "events-dead-letter", "decisions"):  # facts: deleted by age
+        assert got[name]["cleanup.policy"].value == "delete", name
+    assert got["events"]["retention.ms"].value == week
+    assert got["decisions"]["retention.ms"].value == str(30 * 24 * 3600 * 1000)
+    for name in ("offers", "erasures", "kw-profiles-changelog", "kw-consent-changelog"):  # state: compacted
+        assert got[name]["cleanup.policy"].value == "compact", name
+    for name in ("offers", "kw-profiles-changelog", "kw-consent-changelog"):  # tombstones reach everyone
+        assert got[name]["delete.retention.ms"].value == week, name
 
     wrong = _topics(cluster, tmp_path, "--check", "--partitions", "8")
     assert wrong.returncode == 2 and "'events' has 4 partitions, offerstream needs 8" in wrong.stderr, wrong

@@ -44,8 +44,9 @@ def test_detection_by_the_apis_the_broker_answers() -> None:
 def test_wanted_topics_are_replicated_on_kafka_only() -> None:
     settings = Settings(broker="kafka://k:1", app_id="shop", partitions=6)
     on_kafka = wanted_topics(settings, profile_for("kafka"))
-    assert on_kafka["events"] == (6, {"min.insync.replicas": "2"})
+    assert on_kafka["events"] == (6, {"retention.ms": "604800000", "min.insync.replicas": "2"})
     assert on_kafka["offers"][0] == 1
-    assert on_kafka["shop-profiles-changelog"] == (6, {"cleanup.policy": "compact", "min.insync.replicas": "2"})
+    assert on_kafka["shop-profiles-changelog"] == (6, {"cleanup.policy": "compact", "delete.retention.ms": "604800000",
+                                                       "min.insync.replicas": "2"})
     on_tansu = wanted_topics(settings, profile_for("tansu"))
     assert all("min.insync.replicas" not in config for _, config in on_tansu.values())

@@ -12,7 +12,10 @@ from stream.topics import (
     ALL_TABLES,
     ALL_TOPICS,
     CONSENT_TABLE,
+    DECISIONS,
+    ERASURES,
     EVENTS,
+    EVENTS_DEAD_LETTER,
     OFFERS,
     PROFILES_TABLE,
     Partitioning,
@@ -39,7 +42,22 @@ def test_every_declared_topic_has_the_settings_of_its_spec(declared: tuple[faust
         topic = topics[spec.name]
         assert topic.partitions == spec.partitions(PARTITIONS), spec
         assert bool(topic.compacting) is spec.compacted, spec
-        assert topic.retention is None and spec.retention_ms is None, spec
+        retention = None if spec.retention_ms is None else spec.retention_ms / 1000.0
+        assert topic.retention == retention, spec
+        tombstones = None if spec.tombstones_ms is None else {"delete.retention.ms": spec.tombstones_ms}
+        assert (topic.config or None) == tombstones, spec
+
+
+def test_state_is_compacted_and_facts_expire() -> None:
+    """Issue 13: changelogs, offers and erasures compacted; events and decisions kept for a set time;
+    tombstones kept long enough for an erasure to reach every consumer."""
+    week = 7 * 24 * 3600 * 1000
+    for spec in (OFFERS, ERASURES, *ALL_TABLES):
+        assert spec.kafka_config()["cleanup.policy"] == "compact" and "retention.ms" not in spec.kafka_config()
+    for spec in (OFFERS, *ALL_TABLES):  # the topics with deletes (a removed offer, an erased profile)
+        assert int(spec.kafka_config()["delete.retention.ms"]) >= week
+    for spec in (EVENTS, DECISIONS, EVENTS_DEAD_LETTER):
+        assert "cleanup.policy" not in spec.kafka_config() and int(spec.kafka_config()["retention.ms"]) >= week
 
 
 def test_tables_and_their_changelogs_are_named_as_faust_names_them(declared: tuple[faust.App, Topology]) -> None:
@@ -62,8 +80,9 @@ def test_names_are_unique_and_specs_are_frozen() -> None:
 
 
 @pytest.mark.parametrize(("spec", "config", "options"), [
-    (EVENTS, {}, {"partitions": 3}),
-    (OFFERS, {}, {"partitions": 1}),
+    (EVENTS, {"retention.ms": "604800000"}, {"partitions": 3, "retention": 604800.0}),
+    (OFFERS, {"cleanup.policy": "compact", "delete.retention.ms": "604800000"},
+     {"partitions": 1, "compacting": True, "config": {"delete.retention.ms": 604800000}}),
     (TopicSpec("t", Partitioning.ONE, compacted=True, retention_ms=60_000),
      {"cleanup.policy": "compact", "retention.ms": "60000"},
      {"partitions": 1, "compacting": True, "retention": 60.0}),
