@@ -1,17 +1,21 @@
 """Fixtures shared by every test folder.
 
-``broker`` is the real bundled Tansu binary on a free loopback port, one per test module. It
-never skips: if it cannot start, the test errors with the binary, port and the tail of its log.
+``broker`` is a real broker, one per test module, and every test that takes it runs twice: on the
+bundled Tansu binary on a free loopback port (``[tansu]``), and on a 3-broker Apache Kafka cluster
+in KRaft mode (``[kafka]``, :class:`tests.kafka_cluster.KafkaCluster`, jars from Maven Central via
+``scripts/kafka.sh fetch``). Both have ``url`` (for ``--broker``) and ``bootstrap`` (for Kafka
+clients). It never skips: if a broker cannot start, the test errors with why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from stream.embedded.process import EmbeddedBroker
+from tests.integration.workers import BROKER_KINDS, running_broker
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -35,23 +39,14 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory, shared_data: Path
     return root / "models"
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """Start an embedded broker for one test module (no topic leaks between modules).
+@pytest.fixture(scope="module", params=BROKER_KINDS)
+def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Start a broker for one test module (no topic leaks between modules): each kind in turn.
 
     Yields
     ------
-    EmbeddedBroker
+    EmbeddedBroker or KafkaCluster
         A running broker; use ``broker.bootstrap`` for Kafka clients and ``broker.url`` for faust.
-        Its output goes to ``broker.log_path`` inside the session's temporary directory.
     """
-    log_path: Path = tmp_path_factory.mktemp("broker") / "tansu.log"
-    embedded = EmbeddedBroker(log_path=log_path)
-    try:
-        embedded.start(timeout=30.0)
-    except RuntimeError as exc:
-        pytest.fail(f"the embedded broker did not start: {exc}", pytrace=False)
-    try:
-        yield embedded
-    finally:
-        embedded.stop()
+    with running_broker(request.param, tmp_path_factory.mktemp(f"broker-{request.param}")) as started:
+        yield started

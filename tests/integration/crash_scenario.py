@@ -19,6 +19,7 @@ each one the profiles miss is an acknowledged event lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 import time
@@ -34,7 +35,7 @@ from stream.embedded.process import EmbeddedBroker
 from stream.topics import EVENTS_TOPIC
 from tests.integration.workers import WorkerProcess, group_settled, wait_until
 
-__all__ = ["run_crash", "PRODUCERS"]
+__all__ = ["run_crash", "PRODUCERS", "produce_librdkafka", "score_loop", "counts"]
 
 #: Producers the scenario can use: the project's own, and librdkafka with each partitioner.
 #: ``None`` leaves librdkafka's default (``consistent_random``) unset, as a shop's client would.
@@ -62,7 +63,7 @@ async def _produce(bootstrap: str, events: list[dict], rate: float, kill_after: 
         await producer.stop()
 
 
-def _produce_librdkafka(bootstrap: str, events: list[dict], rate: float, kill_after: int,
+def produce_librdkafka(bootstrap: str, events: list[dict], rate: float, kill_after: int,
                         killed: threading.Event, kill: threading.Event, partitioner: str | None,
                         errors: list[str]) -> None:
     """Send the events with confluent-kafka, one per message, keyed by the customer id's UTF-8."""
@@ -90,8 +91,10 @@ def _produce_librdkafka(bootstrap: str, events: list[dict], rate: float, kill_af
         errors.append(f"{remaining} message(s) not delivered after 60 s")
 
 
-def _scores(worker: WorkerProcess, customers: list[str], stop: threading.Event, seen: Counter,
-            bad: list) -> None:
+def score_loop(worker: WorkerProcess, customers: list[str], stop: threading.Event, seen: Counter,
+               bad: list, not_ok_at: list[float] | None = None) -> None:
+    """Score in a loop until ``stop``: statuses into ``seen``, answers other than 200/503 into
+    ``bad``, and the monotonic time of every answer other than 200 into ``not_ok_at``."""
     i = 0
     while not stop.is_set():
         customer = customers[i % len(customers)]
@@ -100,14 +103,19 @@ def _scores(worker: WorkerProcess, customers: list[str], stop: threading.Event, 
             status, body = worker.client.request("POST", "/v1/score", {"customer_id": customer, "k": 3})
         except OSError as exc:
             bad.append(f"connection error {exc!r}")
+            if not_ok_at is not None:
+                not_ok_at.append(time.monotonic())
             continue
         seen[status] += 1
+        if status != 200 and not_ok_at is not None:
+            not_ok_at.append(time.monotonic())
         if status not in (200, 503):
             bad.append(f"{status} {body!r}")
         time.sleep(0.005)
 
 
-def _counts(worker: WorkerProcess, customers: list[str]) -> dict[str, int]:
+def counts(worker: WorkerProcess, customers: list[str]) -> dict[str, int]:
+    """Each customer's ``n_events`` as ``worker`` answers it (0 without a profile)."""
     out = {}
     for c in customers:
         status, body = worker.client.request("GET", f"/v1/customers/{c}")
@@ -117,10 +125,12 @@ def _counts(worker: WorkerProcess, customers: list[str]) -> dict[str, int]:
 
 def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: float = 1_000.0,
               kill_after: int = 2_000, env: dict[str, str] | None = None, partitions: int = 4,
-              producer: str = "own") -> dict[str, Any]:
+              producer: str = "own", broker: Any = None) -> dict[str, Any]:
     """Run the scenario; return what was sent, what survived, and how the hand-over answered.
 
-    ``producer`` is a key of :data:`PRODUCERS`.
+    ``producer`` is a key of :data:`PRODUCERS`. ``broker``: a running broker to use (anything with
+    ``url`` and ``bootstrap``, e.g. a :class:`tests.kafka_cluster.KafkaCluster`); by default a
+    bundled broker is started for the run.
     """
     if producer not in PRODUCERS:
         raise ValueError(f"producer must be one of {sorted(PRODUCERS)}, not {producer!r}")
@@ -130,12 +140,13 @@ def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: floa
     sent = [{"event_id": f"crash-ev-{i}", "type": "page_view", "customer_id": ids[(i * 7) % customers],
              "ts": now + i, "category": "shoes"} for i in range(events)]
     expected = Counter(e["customer_id"] for e in sent)
-    with EmbeddedBroker(log_path=tmp / "tansu.log") as broker:
-        a = WorkerProcess(broker.url, tmp / "a", app_id="crash", env=env, partitions=partitions).start()
-        b = WorkerProcess(broker.url, tmp / "b", app_id="crash", env=env, partitions=partitions).start()
+    app_id = "crash" if broker is None else f"crash-{tmp.name}"  # a group of its own on a shared broker
+    with (EmbeddedBroker(log_path=tmp / "tansu.log") if broker is None else contextlib.nullcontext(broker)) as broker:
+        a = WorkerProcess(broker.url, tmp / "a", app_id=app_id, env=env, partitions=partitions).start(timeout=120)
+        b = WorkerProcess(broker.url, tmp / "b", app_id=app_id, env=env, partitions=partitions).start(timeout=120)
         kill, killed, stop = threading.Event(), threading.Event(), threading.Event()
         try:
-            wait_until(lambda: group_settled([a, b], partitions), timeout=60, what="two workers sharing the partitions")
+            wait_until(lambda: group_settled([a, b], partitions), timeout=120, what="two workers sharing the partitions")
             grants = [{"event_id": f"grant-{c}", "type": "consent", "customer_id": c, "ts": now - 1000,
                        "consent": {"flags": {"profile": True, "personalize": True}}} for c in ids]
             for start in range(0, len(grants), 500):
@@ -149,10 +160,10 @@ def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: floa
                 sender = threading.Thread(target=lambda: asyncio.run(
                     _produce(broker.bootstrap, sent, rate, kill_after, killed, kill)), daemon=True)
             else:
-                sender = threading.Thread(target=_produce_librdkafka, daemon=True, args=(
+                sender = threading.Thread(target=produce_librdkafka, daemon=True, args=(
                     broker.bootstrap, sent, rate, kill_after, killed, kill, PRODUCERS[producer], producer_errors))
             # daemons, and stopped in ``finally``: a failed check must not leave pytest waiting on them
-            scorer = threading.Thread(target=_scores, args=(a, ids, stop, statuses, bad), daemon=True)
+            scorer = threading.Thread(target=score_loop, args=(a, ids, stop, statuses, bad), daemon=True)
             sender.start()
             scorer.start()
             if not kill.wait(timeout=120):
@@ -164,7 +175,7 @@ def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: floa
             wait_until(lambda: a.health()[0] == 200 and len(a.health()[1]["assigned_partitions"]) == partitions,
                        timeout=60, what="the survivor to own every partition")
             try:
-                wait_until(lambda: _counts(a, ids) == dict(expected), timeout=120, interval=0.5,
+                wait_until(lambda: counts(a, ids) == dict(expected), timeout=120, interval=0.5,
                            what="every customer to count exactly the events sent")
             except AssertionError:
                 pass  # reported below as lost / double counted
@@ -172,11 +183,11 @@ def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: floa
             stop.set()
             scorer.join(timeout=10)
             time.sleep(2.0)  # a late replay would show up as a count above the truth
-            final = _counts(a, ids)
+            final = counts(a, ids)
             # what the survivor's order guard did (stream/delivery_order.py): records faust did not
             # hand over, read from the log; messages handed over again after they were applied
-            from_log = int(a.metric("events_read_from_log_total"))
-            passed_over = int(a.metric("events_order_passed_over"))
+            from_log = int(a.metric("offerstream_events_read_from_log_total"))
+            passed_over = int(a.metric("offerstream_events_order_passed_over"))
         finally:
             stop.set()
             b.stop()

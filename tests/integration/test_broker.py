@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,16 @@ from stream.embedded.kafka_wire import create_topics, kafka_metadata
 from stream.embedded.host import free_port
 from stream.embedded.process import EmbeddedBroker
 from stream.embedded.transport import fetch_high_watermarks
+from tests.integration.workers import running_broker
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """This module tests the bundled broker itself: Tansu only (Kafka's own checks are in test_kafka_cluster)."""
+    with running_broker("tansu", tmp_path_factory.mktemp("broker")) as embedded:
+        yield embedded
 
 
 def _topic(prefix: str) -> str:

@@ -40,7 +40,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.workers import WorkerProcess, wait_until, worker_group
+from tests.integration.workers import BROKER_KINDS, WorkerProcess, wait_until, worker_group
 
 FLAGS = ("profile", "personalize", "marketing", "measurement", "training", "sharing")
 REVOCABLE = ("profile", "personalize", "sharing", "marketing")
@@ -247,9 +247,10 @@ def test_checker_catches_violations() -> None:
 # ----------------------------------------------------------------------------------- the storm
 
 
-@pytest.fixture(scope="module")
-def pair(trained_registry: Path) -> Iterator[list[WorkerProcess]]:
-    with worker_group(2, app_id="consent-race", registry=trained_registry) as workers:
+@pytest.fixture(scope="module", params=BROKER_KINDS)
+def pair(request: pytest.FixtureRequest, trained_registry: Path) -> Iterator[list[WorkerProcess]]:
+    """Two workers on each broker kind in turn."""
+    with worker_group(2, app_id="consent-race", registry=trained_registry, broker=request.param) as workers:
         yield workers
 
 

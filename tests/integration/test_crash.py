@@ -1,11 +1,13 @@
 """Kill-and-restart at small scale: SIGKILL one of two workers under load; nothing lost, nothing twice.
 
-The scenario is in ``crash_scenario.py`` (the larger run is ``python -m benchmarks.crash``).
+The scenario is in ``crash_scenario.py`` (the larger run is ``python -m benchmarks.crash``). It runs
+on both brokers (the module's ``broker``: the bundled one, then a 3-broker Apache Kafka).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,8 +16,8 @@ from tests.integration.crash_scenario import run_crash
 pytestmark = pytest.mark.integration
 
 
-def test_sigkill_under_load_loses_nothing_and_counts_nothing_twice(tmp_path: Path) -> None:
-    result = run_crash(tmp_path, customers=40, events=6_000, rate=1_000.0, kill_after=2_000)
+def test_sigkill_under_load_loses_nothing_and_counts_nothing_twice(broker: Any, tmp_path: Path) -> None:
+    result = run_crash(tmp_path, customers=40, events=6_000, rate=1_000.0, kill_after=2_000, broker=broker)
     print(result)
     assert result["lost"] == 0 and result["counted_twice"] == 0, result
     assert not result["bad_answers"], f"hand-over answers other than 200/503: {result['bad_answers']}"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from models.archive import read_archive
-from stream.embedded.process import EmbeddedBroker
 from tests.integration.workers import WorkerProcess, wait_until
 from training.datasets import from_archive
 from training.replay import replay
@@ -20,14 +20,16 @@ ALL = {"profile": True, "personalize": True, "marketing": True, "measurement": T
 
 
 @pytest.fixture()
-def worker(tmp_path: Path, trained_registry: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerProcess]:
+def worker(broker: Any, tmp_path: Path, trained_registry: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerProcess]:
+    """A worker of its own (data dir, consumer group) on the module's broker, each kind in turn."""
     monkeypatch.setenv("OFFERSTREAM_HASH_KEY", "test-hash-key")  # the worker's key, for reading its ledger
-    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
-        w = WorkerProcess(broker.url, tmp_path / "data", app_id="erase", registry=trained_registry).start()
-        try:
-            yield w
-        finally:
-            w.stop()
+    w = WorkerProcess(broker.url, tmp_path / "data", app_id=f"erase-{tmp_path.name}", registry=trained_registry)
+    w.start(timeout=120)
+    try:
+        yield w
+    finally:
+        w.stop()
 
 
 def _history(customer: str, t0: int) -> list[dict]:

@@ -20,7 +20,6 @@ import pytest
 
 from models.ledger import LEDGER_FILE, ErasureLedger
 from models.profile import HOUR_MS
-from stream.embedded.process import EmbeddedBroker
 from tests.integration.workers import WorkerProcess, wait_until
 from tests.parity.test_online_offline import OFFERS, _event_log
 from training.replay import replay
@@ -31,14 +30,15 @@ HASH_KEY = "parity-hash-key"
 
 
 @pytest.fixture()
-def worker(tmp_path: Path) -> Iterator[WorkerProcess]:
-    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
-        w = WorkerProcess(broker.url, tmp_path / "data", app_id="parity",
-                          env={"OFFERSTREAM_HASH_KEY": HASH_KEY}).start()
-        try:
-            yield w
-        finally:
-            w.stop()
+def worker(broker: Any, tmp_path: Path) -> Iterator[WorkerProcess]:
+    """A worker of its own (data dir, consumer group) on the module's broker, each kind in turn."""
+    w = WorkerProcess(broker.url, tmp_path / "data", app_id=f"parity-{tmp_path.name}",
+                      env={"OFFERSTREAM_HASH_KEY": HASH_KEY})
+    w.start(timeout=120)
+    try:
+        yield w
+    finally:
+        w.stop()
 
 
 def _returning_customer(t_erase: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

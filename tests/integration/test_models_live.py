@@ -6,11 +6,11 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from models.registry import ModelRegistry
-from stream.embedded.process import EmbeddedBroker
 from tests.integration.workers import WorkerProcess, wait_until
 from training.first_model import train_first_model
 
@@ -21,21 +21,20 @@ OFFERS = {f"o{i}": {"title": f"offer {i}", "category": c, "kind": "discount", "d
 
 
 @pytest.fixture(scope="module")
-def group(tmp_path_factory: pytest.TempPathFactory, trained_registry: Path) -> Iterator[tuple]:
+def group(broker: Any, tmp_path_factory: pytest.TempPathFactory, trained_registry: Path) -> Iterator[tuple]:
     shared = tmp_path_factory.mktemp("shared") / "registry"
     shutil.copytree(trained_registry, shared)
     env = {"OFFERSTREAM_REGISTRY": str(shared), "OFFERSTREAM_MODEL_POLL_S": "0.5"}
-    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as broker:
-        a = WorkerProcess(broker.url, tmp_path_factory.mktemp("a"), app_id="models", env=env).start()
-        b = WorkerProcess(broker.url, tmp_path_factory.mktemp("b"), app_id="models",
-                          env={**env, "OFFERSTREAM_EXPLORATION": "epsilon:0.5"}).start()
-        try:
-            for offer_id, offer in OFFERS.items():
-                a.client.json("PUT", f"/v1/offers/{offer_id}", offer)
-            yield a, b, shared
-        finally:
-            b.stop()
-            a.stop()
+    a = WorkerProcess(broker.url, tmp_path_factory.mktemp("a"), app_id="models", env=env).start(timeout=120)
+    b = WorkerProcess(broker.url, tmp_path_factory.mktemp("b"), app_id="models",
+                      env={**env, "OFFERSTREAM_EXPLORATION": "epsilon:0.5"}).start(timeout=120)
+    try:
+        for offer_id, offer in OFFERS.items():
+            a.client.json("PUT", f"/v1/offers/{offer_id}", offer)
+        yield a, b, shared
+    finally:
+        b.stop()
+        a.stop()
 
 
 def _versions(workers: tuple[WorkerProcess, ...]) -> set[str]:

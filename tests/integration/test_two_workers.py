@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.workers import WorkerProcess, wait_until, worker_group
+from tests.integration.workers import BROKER_KINDS, WorkerProcess, wait_until, worker_group
 
 pytestmark = pytest.mark.integration
 
@@ -20,9 +20,10 @@ OFFERS = {
 }
 
 
-@pytest.fixture(scope="module")
-def pair(trained_registry: Path) -> Iterator[list[WorkerProcess]]:
-    with worker_group(2, app_id="pair", registry=trained_registry) as workers:
+@pytest.fixture(scope="module", params=BROKER_KINDS)
+def pair(request: pytest.FixtureRequest, trained_registry: Path) -> Iterator[list[WorkerProcess]]:
+    """Two workers on each broker kind in turn."""
+    with worker_group(2, app_id="pair", registry=trained_registry, broker=request.param) as workers:
         yield workers
 
 

@@ -18,7 +18,10 @@ from offerstream.client import ApiClient
 from stream.embedded.host import free_port
 from stream.embedded.process import EmbeddedBroker
 
-__all__ = ["WorkerProcess", "wait_until", "group_settled", "worker_group"]
+__all__ = ["BROKER_KINDS", "WorkerProcess", "wait_until", "group_settled", "worker_group", "running_broker"]
+
+#: The brokers the integration tests run on (``tests/conftest.py``'s ``broker`` fixture).
+BROKER_KINDS = ("tansu", "kafka")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,22 +119,52 @@ class WorkerProcess:
 
 
 @contextmanager
+def running_broker(kind: str, workdir: Path) -> Iterator[Any]:
+    """A started broker of ``kind`` with its files in ``workdir``; stopped after.
+
+    ``tansu``: the bundled broker (:class:`stream.embedded.process.EmbeddedBroker`); ``kafka``: a
+    3-broker Apache Kafka cluster (:class:`tests.kafka_cluster.KafkaCluster`). Both have ``url``
+    (for ``--broker``) and ``bootstrap`` (for Kafka clients). A broker that cannot start fails the
+    test with why; it is never skipped.
+    """
+    import pytest
+
+    from tests.kafka_cluster import KafkaCluster
+
+    if kind not in BROKER_KINDS:
+        raise ValueError(f"broker kind must be one of {BROKER_KINDS}, not {kind!r}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    running: Any = (EmbeddedBroker(log_path=workdir / "tansu.log") if kind == "tansu"
+                    else KafkaCluster(workdir / "cluster", brokers=3))
+    try:
+        running.start(timeout=30.0 if kind == "tansu" else 120.0)
+    except (RuntimeError, TimeoutError) as exc:
+        running.stop()
+        pytest.fail(f"the {kind} broker did not start: {exc}", pytrace=False)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@contextmanager
 def worker_group(n_workers: int = 1, *, app_id: str = "bench", registry: Path | None = None,
                  partitions: int = 4, env: dict[str, str] | None = None,
-                 settle_timeout: float = 90.0) -> Iterator[list[Any]]:
-    """The bundled broker plus ``n_workers`` real ``offerstream serve`` processes in one group.
+                 settle_timeout: float = 90.0, broker: str = "tansu") -> Iterator[list[Any]]:
+    """A broker of kind ``broker`` (:func:`running_broker`) plus ``n_workers`` real
+    ``offerstream serve`` processes in one group.
 
     Yields the started :class:`tests.integration.workers.WorkerProcess` objects once every worker
     is ready and the group holds disjoint, complete partition sets. Everything is stopped after.
     """
     with tempfile.TemporaryDirectory(prefix=f"offerstream-{app_id}-") as tmp:
         root = Path(tmp)
-        with EmbeddedBroker(log_path=root / "tansu.log") as broker:
-            workers = [WorkerProcess(broker.url, root / f"w{i}", app_id=app_id, registry=registry,
+        with running_broker(broker, root / "broker") as running:
+            workers = [WorkerProcess(running.url, root / f"w{i}", app_id=app_id, registry=registry,
                                      partitions=partitions, env=env) for i in range(n_workers)]
             try:
                 for w in workers:
-                    w.start()
+                    w.start(timeout=60.0 if broker == "tansu" else 120.0)
 
                 wait_until(lambda: group_settled(workers, partitions), timeout=settle_timeout, interval=0.3,
                            what=f"a group of {n_workers} worker(s) to settle")
