@@ -31,6 +31,7 @@ from models.errors import InvalidEvent
 __all__ = [
     "EVENT_TYPES",
     "CHANNELS",
+    "LINE_DISCOUNTS",
     "Event",
     "parse_event",
     "parse_payload",
@@ -39,6 +40,10 @@ __all__ = [
 ]
 
 CHANNELS = ("web", "app", "store")
+#: Optional fields of a purchase or return item (an extension of the contract; events without
+#: them stay valid): money taken off the whole line, already left out of ``price``, >= 0.
+#: ``discount``: price reductions (shelf price, loyalty card); ``coupon_discount``: coupons.
+LINE_DISCOUNTS = ("discount", "coupon_discount")
 MAX_ID_LEN = 256
 MAX_ITEMS = 500
 #: Deepest nesting of arrays/objects an event may carry; the JSON writer refuses deeper ones, so
@@ -173,6 +178,13 @@ def _check_product(obj: Mapping[str, Any]) -> None:
     _number(obj, "quantity", strict=True)
 
 
+def _check_line(item: Mapping[str, Any]) -> None:
+    """A purchase or return item: a product plus the optional money taken off the line."""
+    _check_product(item)
+    for name in LINE_DISCOUNTS:
+        _number(item, name)
+
+
 def _check_transaction(obj: Mapping[str, Any]) -> None:
     _id(obj, "order_id", required=False)
     channel = obj.get("channel", "web")
@@ -187,7 +199,7 @@ def _check_transaction(obj: Mapping[str, Any]) -> None:
         if not isinstance(item, dict):
             raise InvalidEvent(f"items[{i}]", "must be an object")
         try:
-            _check_product(item)
+            _check_line(item)
         except InvalidEvent as exc:
             raise InvalidEvent(f"items[{i}].{exc.field}", exc.reason) from None
     _number(obj, "total")

@@ -49,11 +49,15 @@ __all__ = [
     "customer_features",
     "OfferSet",
     "OfferSetCache",
+    "offer_category_weights",
     "vectorize_set",
 ]
 
 #: 2: ``ctx_position`` (the page slot an offer is shown in) appended to the context block.
-FEATURE_SCHEMA_VERSION = 2
+#: 3: the full purchase history: basket value, time between purchases, discount and coupon
+#: shares (customer block); the recency of the offer's category and the offer's weighted
+#: categories against the customer's category profile (pair block).
+FEATURE_SCHEMA_VERSION = 3
 BROWSE_TYPES = ("page_view", "product_view", "search")
 NEVER_HOURS = 1e5  # "never happened" reads as a very long time ago, not as zero
 
@@ -67,9 +71,12 @@ CUSTOMER_FEATURES = (
     "session_events",
     "cart_items", "cart_value",
     "orders_total", "spend_total", "spend_30d", "store_share",
+    "avg_order_value", "days_between_purchases", "purchase_overdue",
+    "discount_share", "coupon_share", "coupon_purchase_share",
 )
 PAIR_FEATURES = (
     "cat_affinity_1d", "cat_affinity_30d", "cart_has_category",
+    "days_since_cat", "offer_category_affinity",
     "offer_impressions", "offer_clicks", "offer_redeems", "offer_seen_today", "days_since_offer_seen",
 )
 OFFER_FEATURES = (
@@ -102,7 +109,8 @@ _OFFER_OWN = ("discount", "kind_discount", "kind_bundle", "kind_loyalty", "kind_
 _POPULARITY = ("popularity_rate", "popularity_log_n")  # the order of an ``offer_stats`` value
 _PAGE = ("hour_sin", "hour_cos", "is_weekend", "ctx_web", "ctx_app", "ctx_store")  # same for every offer
 _PAGE_AND_OFFER = ("ctx_category_match", "ctx_offer_affinity", "ctx_position")
-_CATEGORY_PAIR = ("cat_affinity_1d", "cat_affinity_30d", "cart_has_category")  # per category
+_CATEGORY_PAIR = ("cat_affinity_1d", "cat_affinity_30d", "cart_has_category",  # per category
+                  "days_since_cat")
 _OFFER_HISTORY = ("offer_impressions", "offer_clicks", "offer_redeems", "offer_seen_today", "days_since_offer_seen")
 
 _CUSTOMER_COLUMNS = _columns(CUSTOMER_FEATURES)
@@ -116,6 +124,8 @@ _HISTORY_COLUMNS = _columns(_OFFER_HISTORY)
 _DAYS_SINCE_SEEN = FEATURE_INDEX["days_since_offer_seen"]
 _DAYS_LIVE, _DAYS_LEFT = FEATURE_INDEX["offer_days_live"], FEATURE_INDEX["offer_days_left"]
 _CATEGORY_MATCH, _OFFER_AFFINITY = FEATURE_INDEX["ctx_category_match"], FEATURE_INDEX["ctx_offer_affinity"]
+_CAT_AFFINITY_30D, _OFFER_CATEGORY_AFFINITY = (FEATURE_INDEX["cat_affinity_30d"],
+                                               FEATURE_INDEX["offer_category_affinity"])
 _POSITION = FEATURE_INDEX["ctx_position"]
 if _CUSTOMER_COLUMNS.stop != _ROW_COLUMNS.start or _ROW_COLUMNS.stop != len(FEATURE_NAMES):
     raise RuntimeError("the customer block and the per-row blocks must cover FEATURE_NAMES")
@@ -181,7 +191,9 @@ def customer_features(profile: Profile | None, now_ms: int) -> list[float]:
     since_event = (now_ms - profile.last_ts) / HOUR_MS if profile.last_ts is not None else NEVER_HOURS
     since_buy = (now_ms - profile.last_purchase_ts) / DAY_MS if profile.last_purchase_ts else NEVER_HOURS
     session_live = profile.last_ts is not None and now_ms - profile.session[1] <= 30 * 60 * 1000
+    spend_total = sum(o[1] for o in profile.orders.values())
     return list(_CUSTOMER_ORDER({
+        **_purchase_history(profile, n_orders, spend_total, since_buy),
         "personalized": 1.0,
         "views_1h": _log(views[0]), "views_1d": _log(views[1]), "views_30d": _log(views[2]),
         "carts_1d": _log(c("add_to_cart", 1, now_ms)), "carts_30d": _log(c("add_to_cart", 2, now_ms)),
@@ -191,10 +203,71 @@ def customer_features(profile: Profile | None, now_ms: int) -> list[float]:
         "hours_since_event": _log(since_event), "days_since_purchase": _log(since_buy),
         "session_events": _log(profile.session[2]) if session_live else 0.0,
         "cart_items": _log(sum(q for _c, _p, q in profile.cart.values())), "cart_value": _log(profile.cart_value()),
-        "orders_total": _log(n_orders), "spend_total": _log(sum(o[1] for o in profile.orders.values())),
+        "orders_total": _log(n_orders), "spend_total": _log(spend_total),
         "spend_30d": _log(profile.decayed_spend(now_ms)),
         "store_share": store_orders / n_orders if n_orders else 0.0,
     }))
+
+
+def _purchase_history(profile: Profile, n_orders: float, spend_total: float,
+                      since_buy: float) -> dict[str, float]:
+    """The customer's full-history purchase features (frequency, monetary value, rhythm, and how
+    much of what they buy is discounted or couponed), by feature name."""
+    first, last = profile.first_purchase_ts, profile.last_purchase_ts
+    gap = 0.0  # mean days between purchases; 0 until two are known
+    if first is not None and last is not None and n_orders >= 2 and last > first:
+        gap = (last - first) / DAY_MS / (n_orders - 1)
+    saved, coupons, coupon_orders = profile.savings
+    gross = spend_total * 100.0 + saved + coupons  # cents before any saving
+    return {
+        "avg_order_value": _log(spend_total / n_orders) if n_orders else 0.0,
+        "days_between_purchases": _log(gap),
+        "purchase_overdue": _log(since_buy / gap) if gap > 0.0 else 0.0,
+        "discount_share": saved / gross if gross > 0.0 else 0.0,
+        "coupon_share": coupons / gross if gross > 0.0 else 0.0,
+        "coupon_purchase_share": min(coupon_orders / n_orders, 1.0) if n_orders else 0.0,
+    }
+
+
+def _days_since_categories(profile: Profile, now_ms: int) -> dict[str, float]:
+    """``days_since_cat`` of every category the profile holds: the log days since the newest
+    interest in it (a view, a cart or a purchase: the category cell's reference time)."""
+    return {category: _log((now_ms - cell[0]) / DAY_MS) for category, cell in profile.categories.items()}
+
+
+_LOG_NEVER_DAYS = math.log1p(NEVER_HOURS)  # a category never seen
+
+
+def offer_category_weights(offer: Offer) -> tuple[tuple[str, float], ...]:
+    """The offer's categories and their weights (summing to 1): ``attributes.categories``
+    (``{category: weight}``, e.g. a coupon book's share of products per category; entries that
+    are not a positive finite number are ignored) if it names any, else ``((category, 1.0),)``.
+
+    >>> from models.catalog import parse_offer
+    >>> offer_category_weights(parse_offer({"offer_id": "o", "category": "a",
+    ...                                     "attributes": {"categories": {"a": 3, "b": 1}}}))
+    (('a', 0.75), ('b', 0.25))
+    """
+    given = offer.attributes.get("categories") if offer.attributes else None
+    if isinstance(given, dict):
+        kept = [(c, float(w)) for c, w in given.items() if isinstance(c, str)
+                and isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0]
+        total = sum(w for _c, w in kept)
+        if kept and total > 0:
+            return tuple((c, w / total) for c, w in kept)
+    return ((offer.category, 1.0),)
+
+
+def _category_affinity(weights: tuple[tuple[str, float], ...],
+                       affinities: Mapping[str, tuple[float, float]]) -> float:
+    """``offer_category_affinity``: the customer's 30-day share of interest in each of the offer's
+    categories, weighted by the offer's weights (:func:`offer_category_weights`)."""
+    if len(weights) == 1:  # the usual offer: its category's cat_affinity_30d, the same float
+        return affinities.get(weights[0][0], _NO_AFFINITY)[1]
+    return sum(w * affinities.get(c, _NO_AFFINITY)[1] for c, w in weights)
+
+
+_NO_AFFINITY = (0.0, 0.0)
 
 
 def _affinities(profile: Profile, now_ms: int) -> dict[str, tuple[float, float]]:
@@ -219,10 +292,13 @@ _NO_PAIR = (0.0,) * len(PAIR_FEATURES)
 
 
 def _pair_features(profile: Profile | None, offer: Offer, now_ms: int, cart_cats: set[str],
-                   affinities: Mapping[str, tuple[float, float]] | None = None) -> tuple[float, ...]:
+                   affinities: Mapping[str, tuple[float, float]] | None = None,
+                   days_since: Mapping[str, float] | None = None) -> tuple[float, ...]:
     """The customer-x-offer block of one row, in ``PAIR_FEATURES`` order."""
     if profile is None:
         return _NO_PAIR
+    if days_since is None:
+        days_since = _days_since_categories(profile, now_ms)
     rec = profile.offers.get(offer.offer_id)
     imp, click, redeem = (rec[0], rec[1], rec[2]) if rec else (0, 0, 0)
     since_seen = (now_ms - rec[4]) / DAY_MS if rec and rec[4] else NEVER_HOURS
@@ -232,6 +308,8 @@ def _pair_features(profile: Profile | None, offer: Offer, now_ms: int, cart_cats
     return _PAIR_ORDER({
         "cat_affinity_1d": aff_1d, "cat_affinity_30d": aff_30d,
         "cart_has_category": 1.0 if offer.category in cart_cats else 0.0,
+        "days_since_cat": days_since.get(offer.category, _LOG_NEVER_DAYS),
+        "offer_category_affinity": _category_affinity(offer_category_weights(offer), affinities),
         "offer_impressions": _log(imp), "offer_clicks": _log(click), "offer_redeems": _log(redeem),
         "offer_seen_today": float(profile.impressions_today(offer.offer_id, now_ms)),
         "days_since_offer_seen": _log(since_seen),
@@ -377,9 +455,12 @@ class OfferSet:
         :func:`models.catalog.ineligibility` checks them.
     capped : list of (int, int)
         ``(row, max_impressions_per_day)`` for the capped offers.
+    weighted : list of (int, tuple)
+        ``(row, offer_category_weights(offer))`` for the offers of several weighted categories.
     """
 
     __slots__ = ("offers", "ids", "categories", "n", "unique", "row_of", "cat_rows", "cat_names", "cat_code",
+                 "weighted",
                  "template", "from_rows", "from_ms", "to_rows", "to_ms", "bounded", "flag_groups", "capped")
 
     def __init__(self, offers: tuple[Offer, ...],
@@ -401,6 +482,8 @@ class OfferSet:
         static = np.array(rows, dtype=np.float64).reshape(n, len(_OFFER_OWN) + 2)
         self._fill_template(static)
         self._index_rules()
+        self.weighted = [(i, w) for i, w in enumerate(map(offer_category_weights, offers))
+                         if len(w) > 1]  # offers with several weighted categories
 
     def _fill_template(self, static: np.ndarray) -> None:
         """The template and the validity bounds from the static rows (see ``static_row``)."""
@@ -552,12 +635,15 @@ def _fill_context(X: np.ndarray, candidates: OfferSet, context: Context, now_ms:
 
 def _fill_pairs(X: np.ndarray, profile: Profile, candidates: OfferSet, now_ms: int) -> None:
     affinities = _affinities(profile, now_ms)
+    days_since = _days_since_categories(profile, now_ms)
     cart_cats = profile.cart_categories()
-    if affinities or cart_cats:  # per category, in _CATEGORY_PAIR order
-        zero = (0.0, 0.0)
-        table = np.array([(*affinities.get(c, zero), 1.0 if c in cart_cats else 0.0) for c in candidates.cat_names],
-                         dtype=np.float64)
-        X[:, _CATEGORY_PAIR_COLUMNS] = table[candidates.cat_code]
+    table = np.array([(*affinities.get(c, _NO_AFFINITY), 1.0 if c in cart_cats else 0.0,  # _CATEGORY_PAIR
+                       days_since.get(c, _LOG_NEVER_DAYS)) for c in candidates.cat_names],
+                     dtype=np.float64)
+    X[:, _CATEGORY_PAIR_COLUMNS] = table[candidates.cat_code]
+    X[:, _OFFER_CATEGORY_AFFINITY] = X[:, _CAT_AFFINITY_30D]  # an offer of one category: its affinity
+    for row, weights in candidates.weighted:
+        X[row, _OFFER_CATEGORY_AFFINITY] = _category_affinity(weights, affinities)
     X[:, _DAYS_SINCE_SEEN] = _LOG_NEVER
     if not profile.offers:
         return
@@ -597,10 +683,11 @@ def vectorize_rows(
     X[:, _CUSTOMER_COLUMNS] = customer_features(profile, now_ms)
     cart_cats = profile.cart_categories() if profile is not None else set()
     affinities = _affinities(profile, now_ms) if profile is not None else None
+    days_since = _days_since_categories(profile, now_ms) if profile is not None else None
     page = _context_base(context, now_ms)
     for row, offer in enumerate(offers):
         X[row, _ROW_COLUMNS] = (  # _ROW_COLUMNS: these blocks, in this order
-            _pair_features(profile, offer, now_ms, cart_cats, affinities)
+            _pair_features(profile, offer, now_ms, cart_cats, affinities, days_since)
             + _offer_features(offer, now_ms, stats)
             + _context_features(context, offer, page)
         )

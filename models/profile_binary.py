@@ -18,10 +18,14 @@ Layout (little-endian, no padding; ``n_x`` are counts from the header)::
     times    int column (below): last_ts - first_ts, last_ts - last_purchase_ts (flag PURCHASE_TS),
              last_ts - session start, last_ts - session last (these four only with flag TIMES);
              then last_ts - t_ref of every counts cell, category cell and the spend cell (unless
-             flag FLOAT_TREFS); then last_ts - last impression of every offer
+             flag FLOAT_TREFS); then last_ts - last impression of every offer; then (flag BUYS)
+             last_ts - first_purchase_ts
     offers   int column of 5 x n_offers values: every offer's impressions, then every offer's
              clicks, redemptions, dismissals, impressions on its day; then an int column of
              n_offers values: day - (last impression // DAY_MS) (flag DAY_OFFSETS)
+    buys     (flag BUYS; written for a profile with a first purchase time) an int column of 3
+             values: the savings (cents off by price reductions, cents off by coupons,
+             purchases with a coupon saving)
     floats   float64 array: the values of every counts cell (3: half-lives 1 h, 1 d, 30 d), every
              category cell (2: 1 d, 30 d) and the spend cell (1: 30 d, flag SPEND), each cell
              preceded by its t_ref when flag FLOAT_TREFS; then per cart item price, quantity; per
@@ -77,8 +81,8 @@ CELL_VALUES = (3, 2, 1)
 DAY_MS = 86_400_000
 _DAY_MS: int = DAY_MS  # (for its bound methods)
 
-OFFSET, TIMES, PURCHASE_TS, FLOAT_TREFS, SPEND, RETURNS, DAY_OFFSETS = (1 << i for i in range(7))
-_KNOWN_FLAGS = 0x7F
+OFFSET, TIMES, PURCHASE_TS, FLOAT_TREFS, SPEND, RETURNS, DAY_OFFSETS, BUYS = (1 << i for i in range(8))
+_KNOWN_FLAGS = 0xFF
 _HEADER = struct.Struct("<BBBBBBBBIIH")
 _Q = struct.Struct("<q")
 _I = struct.Struct("<I")
@@ -157,6 +161,12 @@ def encode(p: Any, offset: int | None = None) -> bytes:
     if offers:
         offer_flags, offer_columns = _offers(offers, last, times, names)
         flags |= offer_flags
+    buys = b""
+    if p.first_purchase_ts is not None:
+        flags |= BUYS
+        buys = _buys(p, last, times)
+    elif any(p.savings):
+        raise ValueError("purchase history without a first purchase time")
     present = b""
     n = len(floats) + 2 * (len(cart) + len(orders))
     if cart:
@@ -191,7 +201,7 @@ def encode(p: Any, offset: int | None = None) -> bytes:
                      len(cart), len(orders), p.n_events, p.session[2], len(strings)),
         b"" if offset is None else _Q.pack(offset), b"" if last is None else _Q.pack(last),
         bytes(map(_CODE.__getitem__, counts)), _int_column(times, True) if times else b"",
-        offer_columns,
+        offer_columns, buys,
         struct.pack(f"<{len(floats)}d", *floats), returns, keys, present, strings))
 
 
@@ -216,6 +226,17 @@ def _offers(offers: dict[str, list[int]], last: Any, times: list[int],
         offsets = [d - t // DAY_MS for d, t in zip(day, last_imp, strict=True)]
         return DAY_OFFSETS, packed + _int_column(offsets)
     return 0, packed
+
+
+def _buys(p: Any, last: Any, times: list[int]) -> bytes:
+    """Add the first purchase time to ``times``; return the buys section (flag BUYS)."""
+    if last is None:
+        raise ValueError("a first purchase time without a last event time")
+    times.append(last - p.first_purchase_ts)
+    savings = p.savings
+    if len(savings) != 3:
+        raise ValueError("savings must be 3 integers")
+    return _int_column(savings)
 
 
 def _common_prefix(ids: list[str]) -> int:
@@ -301,9 +322,15 @@ def decode(cls: Any, raw: bytes) -> tuple[Any, int]:
     whole = flags & FLOAT_TREFS
     n_cells = n_counts + n_categories + (1 if flags & SPEND else 0)
     n_head = (3 + (flags & PURCHASE_TS) // PURCHASE_TS) if flags & TIMES else 0
-    times = r.ints(n_head + (0 if whole else n_cells) + n_offers, "times")
+    buys = flags & BUYS
+    if buys and not flags & TIMES:
+        raise _corrupt("flags", "purchase history without times")
+    n_trefs = 0 if whole else n_cells
+    times = r.ints(n_head + n_trefs + n_offers + (1 if buys else 0), "times")
     offer_counts = r.ints(5 * n_offers, "offers")
     day_offsets = r.ints(n_offers, "offers") if flags & DAY_OFFSETS else [0] * n_offers
+    if buys:
+        savings = r.ints(3, "buys")
     n_floats = _floats_expected(flags, n_counts, n_categories, n_orders) + 2 * n_cart
     floats = array("d", r.take(8 * n_floats, "floats"))
     if _BIG_ENDIAN:
@@ -336,7 +363,7 @@ def decode(cls: Any, raw: bytes) -> tuple[Any, int]:
     ni = n_categories
     if n_offers:
         prefix, ni = names[ni], ni + 1
-        since = times[len(times) - n_offers:]
+        since = times[n_head + n_trefs:n_head + n_trefs + n_offers]
         for i in range(n_offers):
             last_imp = last - since[i]
             p.offers[prefix + names[ni + i]] = [
@@ -360,6 +387,9 @@ def decode(cls: Any, raw: bytes) -> tuple[Any, int]:
             (n_counts, n_categories, n_offers, n_cart, n_orders):
         raise _corrupt("strings", "a name occurs twice where names are unique")
     p.seen = [keys[i:i + 8] for i in range(0, len(keys), 8)]
+    if buys:
+        p.first_purchase_ts = last - times[-1]
+        p.savings = savings
     return p, offset
 
 

@@ -79,11 +79,22 @@ SCHEMA_2 = (
 )
 
 
-def test_the_feature_order_is_schema_2_and_every_column_is_read_from_it() -> None:
+#: schema 3 = schema 2 plus the full purchase history (issue 14): six customer columns after
+#: ``store_share``; the offer category's recency and the offer's weighted categories against the
+#: customer's category profile after ``cart_has_category``
+SCHEMA_3 = (
+    SCHEMA_2[:20]
+    + ("avg_order_value", "days_between_purchases", "purchase_overdue", "discount_share",
+       "coupon_share", "coupon_purchase_share")
+    + SCHEMA_2[20:23] + ("days_since_cat", "offer_category_affinity") + SCHEMA_2[23:]
+)
+
+
+def test_the_feature_order_is_schema_3_and_every_column_is_read_from_it() -> None:
     from models.features import FEATURE_SCHEMA_VERSION
 
-    assert (FEATURE_SCHEMA_VERSION, FEATURE_NAMES) == (2, SCHEMA_2)
-    assert dict(FEATURE_INDEX) == {name: i for i, name in enumerate(SCHEMA_2)}
+    assert (FEATURE_SCHEMA_VERSION, FEATURE_NAMES) == (3, SCHEMA_3)
+    assert dict(FEATURE_INDEX) == {name: i for i, name in enumerate(SCHEMA_3)}
     with pytest.raises(TypeError):
         FEATURE_INDEX["personalized"] = 1  # type: ignore[index]  # read-only
 
@@ -113,6 +124,38 @@ def test_each_block_builder_places_every_value_under_its_name() -> None:
     assert by_name["offer_days_left"] == pytest.approx(math.log1p(5.0))
     assert by_name["personalized"] == 1.0 and by_name["store_share"] == 1.0
     assert by_name["days_since_purchase"] == pytest.approx(math.log1p(2.0), rel=1e-6)
+
+
+def test_the_purchase_history_features() -> None:
+    """Frequency, monetary value, rhythm, savings and the offer's categories, by hand."""
+    from models import features
+
+    p = Profile()
+    items = [{"item_id": "a", "category": "toys", "price": 6.0, "quantity": 1, "discount": 1.0},
+             {"item_id": "b", "category": "shoes", "price": 2.0, "quantity": 2, "coupon_discount": 2.0}]
+    for i, ts in enumerate((NOW - 10 * DAY_MS, NOW - 6 * DAY_MS, NOW - 2 * DAY_MS)):
+        p.apply(parse_event({"event_id": f"p{i}", "type": "purchase", "customer_id": "c", "ts": ts,
+                             "items": items[: 1 + (i == 2)], "channel": "store"}))
+    row = features.vectorize_rows(p, [OFFERS[2]], Context(), NOW)[0]  # o_toys, category toys
+    got = {name: float(row[F[name]]) for name in FEATURE_NAMES}
+    assert got["avg_order_value"] == pytest.approx(math.log1p((6 + 6 + 10) / 3))
+    assert got["days_between_purchases"] == pytest.approx(math.log1p(4.0))
+    assert got["purchase_overdue"] == pytest.approx(math.log1p(2.0 / 4.0))
+    gross = 2200 + 300 + 200  # cents paid, cut by price reductions, cut by coupons
+    assert got["discount_share"] == pytest.approx(300 / gross)
+    assert got["coupon_share"] == pytest.approx(200 / gross)
+    assert got["coupon_purchase_share"] == pytest.approx(1 / 3)
+    assert got["days_since_cat"] == pytest.approx(math.log1p(2.0))
+    assert got["offer_category_affinity"] == got["cat_affinity_30d"]  # one category: its affinity
+    mixed = parse_offer({"offer_id": "o_mix", "category": "toys",
+                         "attributes": {"categories": {"toys": 1, "shoes": 2, "bags": 1, "x": "no"}}})
+    rows = features.vectorize(p, [mixed, OFFERS[2], OFFERS[1]], Context(), NOW)
+    assert np.array_equal(rows, features.vectorize_rows(p, [mixed, OFFERS[2], OFFERS[1]], Context(), NOW))
+    toys, shoes = p.category_affinity("toys", 1, NOW), p.category_affinity("shoes", 1, NOW)
+    assert float(rows[0, F["offer_category_affinity"]]) == pytest.approx((toys + 2 * shoes) / 4, rel=1e-6)
+    other = features.vectorize_rows(p, [OFFERS[1]], Context(), NOW)[0]  # bags: never seen
+    assert float(other[F["days_since_cat"]]) == pytest.approx(math.log1p(features.NEVER_HOURS))
+    assert float(other[F["offer_category_affinity"]]) == 0.0
 
 
 @pytest.mark.parametrize("p", [None, "profile"])

@@ -86,8 +86,11 @@ def event_lists(draw: Any, max_size: int = 25) -> list[Event]:
             fields = item(f"sku{k % 3}", cat)
         elif etype == "purchase":
             cats = draw(st.lists(st.sampled_from(CATS), min_size=1, max_size=3))
-            fields = {"items": [item(f"sku{j}", c) for j, c in enumerate(cats)],
-                      "channel": draw(st.sampled_from(["web", "store", "app"]))}
+            items = [{**item(f"sku{j}", c, draw(st.sampled_from([0.0, 0.99, 10.0, 3.333]))),
+                      **draw(st.sampled_from([{}, {"discount": 0.5}, {"coupon_discount": 1.25},
+                                              {"discount": 0.1, "coupon_discount": 0.0}]))}
+                     for j, c in enumerate(cats)]
+            fields = {"items": items, "channel": draw(st.sampled_from(["web", "store", "app"]))}
         else:
             fields = {"offer_id": f"of{k % 4}"}
         out.append(make(etype, ts, event_id=f"h{k}", **fields))
@@ -377,3 +380,37 @@ def test_stored_form_keeps_unusual_values_exactly() -> None:
     p.counts["page_view"] = [float("-inf"), 0.0, 0.0, 0.0]
     again = Profile.from_bytes(p.to_bytes())
     assert _same(again, p) and again.returns == p.returns and again.spend == p.spend
+
+
+def expected_buys(applied: list[Event]) -> tuple[int | None, list[int]]:
+    """The batch answer for the purchase history: the first purchase and the savings [cents off,
+    coupon cents off, purchases with a coupon saving]."""
+    purchases = [e for e in applied if e.type == "purchase"]
+    savings = [0, 0, 0]
+    for e in purchases:
+        saved = sum(round(i.get("discount", 0.0) * 100) for i in e.get("items"))
+        coupons = sum(round(i.get("coupon_discount", 0.0) * 100) for i in e.get("items"))
+        savings = [savings[0] + saved, savings[1] + coupons, savings[2] + (coupons > 0)]
+    return min((e.ts for e in purchases), default=None), savings
+
+
+@settings(max_examples=60, deadline=None)
+@given(event_lists())
+def test_purchase_history_matches_batch_after_each_step(evs: list[Event]) -> None:
+    p = Profile()
+    applied: list[Event] = []
+    for e in evs:
+        p.apply(e)
+        applied.append(e)
+        assert (p.first_purchase_ts, p.savings) == expected_buys(applied)
+
+
+def test_profiles_stored_before_the_purchase_history_still_read() -> None:
+    p = Profile()
+    p.apply(make("purchase", T0, items=[item("a", "x")]))
+    old = p.to_dict()
+    for name in ("first_purchase_ts", "savings"):
+        del old[name]
+    again = Profile.from_dict(orjson.loads(orjson.dumps(old)))
+    assert again.first_purchase_ts is None and again.savings == [0, 0, 0]
+    assert again.categories == p.categories and again.to_bytes()[0] == SCHEMA_VERSION

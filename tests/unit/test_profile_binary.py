@@ -61,6 +61,8 @@ def _realistic() -> Profile:
         p.offers[f"cj-campaign-{5 + 2 * i}"] = [1, 0, i % 3, 0, last_imp, last_imp // DAY_MS, 1]
     p.seen = [f"{i * 2654435761 % 2**32:08x}" for i in range(48)]
     p.orders = {"store": [79.0, 515.3399999999999]}
+    p.first_purchase_ts = T0 - 30_000_000_000
+    p.savings = [40_321, 1_250, 6]
     return p
 
 
@@ -215,7 +217,7 @@ def test_corrupt_bytes_give_clear_errors() -> None:
     raw = _realistic().to_bytes(5)
     cases = {
         "profile.end": raw + b"\x00",
-        "profile.flags": _corrupt(raw, 1, 0xFF),
+        "profile.flags": _corrupt(raw, 1, profile_binary.PURCHASE_TS),  # without TIMES
         "profile.types": _corrupt(raw, profile_binary._HEADER.size + 16, 200),
         "profile.times": _corrupt(raw, profile_binary._HEADER.size + 19, 0x80),
         "profile.strings": raw[:-3] + b"\xff\xfe\xfd",
@@ -249,3 +251,17 @@ def test_float_fields_keep_every_bit() -> None:
     again = Profile.from_bytes(p.to_bytes())
     assert _bits(again) == _bits(p)
     assert struct.pack("<d", again.returns[1]) == struct.pack("<d", nan)
+
+
+def test_buys_section_is_checked() -> None:
+    raw = _realistic().to_bytes(5)
+    assert raw[1] & profile_binary.BUYS
+    without = _realistic()
+    without.first_purchase_ts = None  # savings without a first purchase: stored as v3 JSON
+    with pytest.raises(ValueError, match="first purchase"):
+        profile_binary.encode(without, 5)
+    assert without.to_bytes()[0] != SCHEMA_VERSION and _bits(Profile.from_bytes(without.to_bytes())) == _bits(without)
+    old = _realistic()
+    old.first_purchase_ts, old.savings = None, [0, 0, 0]  # a profile from before: no BUYS flag
+    assert not old.to_bytes(5)[1] & profile_binary.BUYS
+    assert _bits(Profile.from_stored(old.to_bytes(5))[0]) == _bits(old)

@@ -27,9 +27,12 @@ Mapping
   ``sales_value`` 0 up to float noise: returns/adjustments, nothing changed hands); a basket
   left with no line (209) yields no event, since a purchase needs at least one item.
   ``price = sales_value / quantity`` (rounded to 4 places), ``total`` = sum of the kept lines'
-  ``sales_value`` rounded to cents. Product ids missing from ``products`` (222 lines) get
-  category ``"UNKNOWN"``. FUEL (and a few MISCELLANEOUS) lines carry huge quantities (up to
-  32,623; a unit artefact of the source) and are kept as they are.
+  ``sales_value`` rounded to cents. The optional item fields ``discount`` (``retail_disc``: the
+  loyalty-card and shelf reductions) and ``coupon_discount`` (``coupon_disc + coupon_match_disc``)
+  are the line's money off, as positive cents-rounded amounts, present only when not 0. Product
+  ids missing from ``products`` (222 lines) get category ``"UNKNOWN"``. FUEL (and a few
+  MISCELLANEOUS) lines carry huge quantities (up to 32,623; a unit artefact of the source) and
+  are kept as they are.
 * **offer_impression**: one per row of ``campaigns`` (household received campaign), at the
   campaign's start date 00:00 UTC, ``decision_id = "cj-camp-{campaign_id}"``, ``position = 0``.
   No ``propensity`` field: the assignment probability was not logged.
@@ -118,6 +121,8 @@ class Line(NamedTuple):
     quantity: float
     sales_value: float
     ts: int
+    retail_disc: float = 0.0
+    coupon_disc: float = 0.0  # coupon_disc + coupon_match_disc (the manufacturer's and the retailer's)
 
 
 class Tables(Protocol):
@@ -155,7 +160,9 @@ class CsvSample:
             if households is None or row["household_id"] in households:
                 yield Line(row["household_id"], row["store_id"], row["basket_id"], row["product_id"],
                            float(row["quantity"]), float(row["sales_value"]),
-                           datetime_to_epoch_ms(row["transaction_timestamp"]))
+                           datetime_to_epoch_ms(row["transaction_timestamp"]),
+                           float(row["retail_disc"]),
+                           float(row["coupon_disc"]) + float(row["coupon_match_disc"]))
 
 
 def load_departments(data_dir: Path = DEFAULT_DATA_DIR) -> dict[str, str]:
@@ -190,6 +197,13 @@ def _top_departments(product_ids: set[str], departments: dict[str, str], n: int)
     return [dept for dept, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
 
 
+def _department_shares(product_ids: set[str], departments: dict[str, str]) -> dict[str, float]:
+    """Each department's share of the known coupon products (4 places), largest first."""
+    counts = Counter(departments[p] for p in product_ids if p in departments)
+    total = sum(counts.values())
+    return {dept: round(n / total, 4) for dept, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
 def build_offers(tables: Tables) -> list[dict[str, Any]]:
     """Build one offer (DESIGN.md offer shape) per campaign, ordered by campaign id.
 
@@ -198,7 +212,9 @@ def build_offers(tables: Tables) -> list[dict[str, Any]]:
     list[dict]
         27 offers with ``offer_id``, ``title``, ``category``, ``kind``, ``discount_pct``,
         ``valid_from``/``valid_to`` (epoch ms), ``requires``, ``max_impressions_per_day`` and
-        ``attributes`` {``campaign_type``, ``n_coupons``, ``departments`` (top 3)}.
+        ``attributes`` {``campaign_type``, ``n_coupons``, ``departments`` (top 3), ``categories``
+        (every department's share of the coupon products: the offer's weighted categories,
+        :func:`models.features.offer_category_weights`)}.
     """
     departments = tables.departments()
     upcs, products = _campaign_coupons(tables)
@@ -217,7 +233,8 @@ def build_offers(tables: Tables) -> list[dict[str, Any]]:
             "requires": ["marketing"],
             "max_impressions_per_day": None,
             "attributes": {"campaign_type": ctype, "n_coupons": len(upcs.get(cid, ())),
-                           "departments": top},
+                           "departments": top,
+                           "categories": _department_shares(products.get(cid, set()), departments)},
         })
     return offers
 
@@ -235,10 +252,17 @@ def _basket_event(basket_id: str, lines: list[Line], departments: dict[str, str]
     items = []
     for line in kept:
         quantity = line.quantity
-        items.append({"item_id": line.product_id,
-                      "category": departments.get(line.product_id, UNKNOWN_CATEGORY),
-                      "price": round(line.sales_value / quantity, 4),
-                      "quantity": int(quantity) if quantity.is_integer() else quantity})
+        item = {"item_id": line.product_id,
+                "category": departments.get(line.product_id, UNKNOWN_CATEGORY),
+                "price": round(line.sales_value / quantity, 4),
+                "quantity": int(quantity) if quantity.is_integer() else quantity}
+        # the source's discounts (>= 0 in both sources) as the contract's optional item fields
+        retail, coupon = round(line.retail_disc, 2), round(line.coupon_disc, 2)
+        if retail:
+            item["discount"] = retail
+        if coupon:
+            item["coupon_discount"] = coupon
+        items.append(item)
     first = lines[0]
     return {
         "event_id": f"cj-basket-{basket_id}",

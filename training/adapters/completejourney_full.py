@@ -108,10 +108,11 @@ class PackageTables:
             frame = frame[frame["household_id"].astype(str).isin(list(households))]
         # naive timestamps are UTC; a cast to datetime64[ms] truncates as the CSV path does
         ts = frame["transaction_timestamp"].to_numpy().astype("datetime64[ms]").astype(np.int64)
+        coupons = frame["coupon_disc"].astype(float) + frame["coupon_match_disc"].astype(float)
         return map(Line, _as_text(frame["household_id"]), _as_text(frame["store_id"]),
                    _as_text(frame["basket_id"]), _as_text(frame["product_id"]),
                    frame["quantity"].astype(float).tolist(), frame["sales_value"].astype(float).tolist(),
-                   ts.tolist())
+                   ts.tolist(), frame["retail_disc"].astype(float).tolist(), coupons.tolist())
 
 
 def load_offers() -> list[dict[str, Any]]:

@@ -306,3 +306,24 @@ def test_demo_without_the_package_is_one_line(tmp_path: Path, monkeypatch: pytes
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "offerstream[data]" in err and "Traceback" not in err
     assert not (tmp_path / "models").exists()  # nothing was trained or started
+
+
+def test_cj_lines_carry_their_discounts_as_the_contract_fields(cj_events: list[dict[str, Any]]) -> None:
+    """retail_disc -> item ``discount``, coupon_disc + coupon_match_disc -> ``coupon_discount``,
+    each only when not 0; the totals equal the CSV's (rounded per line to cents)."""
+    rows = list(csv.DictReader(gzip.open(cj.DEFAULT_DATA_DIR / "transactions_sample.csv.gz", "rt")))
+    kept = [r for r in rows if float(r["quantity"]) > 0]
+    retail = sum(round(float(r["retail_disc"]), 2) for r in kept)
+    coupon = sum(round(float(r["coupon_disc"]) + float(r["coupon_match_disc"]), 2) for r in kept)
+    items = [i for e in cj_events if e["type"] == "purchase" for i in e["items"]]
+    assert sum(i.get("discount", 0.0) for i in items) == pytest.approx(retail)
+    assert sum(i.get("coupon_discount", 0.0) for i in items) == pytest.approx(coupon)
+    assert 0 < sum("coupon_discount" in i for i in items) < sum("discount" in i for i in items)
+    assert all(i.get("discount", 1) > 0 and i.get("coupon_discount", 1) > 0 for i in items)
+
+
+def test_cj_offers_weigh_their_departments(cj_offers: list[dict[str, Any]]) -> None:
+    for offer in cj_offers:
+        shares = offer["attributes"]["categories"]
+        if shares:
+            assert next(iter(shares)) == offer["category"] and sum(shares.values()) == pytest.approx(1, abs=1e-3)
