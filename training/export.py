@@ -43,13 +43,18 @@ _RESERVED = frozenset({
 
 
 def to_onnx(model: Any) -> bytes:
-    """Convert a fitted binary classifier (or a Pipeline ending in one) to ONNX bytes.
+    """Convert a fitted binary classifier (or a Pipeline ending in one, or a
+    :class:`training.rank.LambdaMART`) to ONNX bytes.
 
     Raises
     ------
     ModelError
         If skl2onnx cannot convert it.
     """
+    from training import rank
+
+    if isinstance(model, rank.LambdaMART):  # no skl2onnx converter: it writes its own trees
+        return rank.to_onnx(model, INPUT_NAME, len(FEATURE_NAMES), TARGET_OPSET)
     from skl2onnx import convert_sklearn  # heavy import: only when exporting
     from skl2onnx.common.data_types import FloatTensorType
 

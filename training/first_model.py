@@ -43,7 +43,7 @@ TRAIN_FRACTION = 0.8
 #: :data:`training.fit.GBM_PARAMS`): 20 trees x 31 leaves, as accurate on the test part as the
 #: former 150 x 15, still moved by browsing in the demo's scenario, at about a ninth of the
 #: scoring cost. The bundle is the output directory itself.
-FIRST_MODEL = PipelineSettings(gbm_params=GBM_PARAMS, report=False, bundle_dir=None)
+FIRST_MODEL = PipelineSettings(gbm_params=GBM_PARAMS, report=False, bundle_dir=None, objective="gbm")
 
 
 def first_model_data(data_dir: str | Path | None = None,

@@ -13,8 +13,9 @@ Metrics of one scorer (:func:`score_metrics`):
   equal-width bin), and ``ece``: the size-weighted mean ``|mean_p - rate|``;
 * ``lift``: the cumulative response rate of the top 10 %, 20 %, ... by score over the base rate.
 
-Across scorers: the paired bootstrap of AUCs and their differences (:func:`bootstrap_auc`); of
-one model: permutation importance (:func:`permutation_importance`).
+Across scorers: the paired bootstrap of AUCs and their differences (:func:`bootstrap_auc`, test
+rows resampled) and of NDCG@k and its differences (:func:`bootstrap_ndcg`, decisions resampled);
+of one model: permutation importance (:func:`permutation_importance`).
 
 Examples
 --------
@@ -39,7 +40,9 @@ __all__ = [
     "evaluate",
     "rank_auc",
     "auc_standard_error",
+    "ndcg_per_group",
     "ndcg_at_k",
+    "bootstrap_ndcg",
     "calibration_table",
     "lift_table",
     "score_metrics",
@@ -109,19 +112,65 @@ def _expected_dcg(rel: np.ndarray, score: np.ndarray, k: int) -> float:
     return dcg
 
 
-def ndcg_at_k(y: np.ndarray, score: np.ndarray, groups: np.ndarray, k: int = 3) -> tuple[float | None, int]:
-    """Mean NDCG@k over groups with >= 2 rows and >= 1 positive; returns (mean, n_groups)."""
+def ndcg_per_group(y: np.ndarray, score: np.ndarray, groups: np.ndarray, k: int = 3) -> np.ndarray:
+    """NDCG@k of every group with >= 2 rows and >= 1 positive, in the order of their group ids."""
     y, score, groups = np.asarray(y, float), np.asarray(score, float), np.asarray(groups)
     order = np.argsort(groups, kind="stable")
     bounds = np.flatnonzero(np.diff(groups[order])) + 1
     values = []
-    for idx in np.split(order, bounds):
+    for idx in np.split(order, bounds) if order.size else []:
         rel = y[idx]
         if idx.size < 2 or rel.sum() <= 0:
             continue
         ideal = (np.sort(rel)[::-1] * _discounts(k, rel.size)).sum()
         values.append(_expected_dcg(rel, score[idx], k) / ideal)
-    return (float(np.mean(values)) if values else None), len(values)
+    return np.asarray(values, dtype=np.float64)
+
+
+def ndcg_at_k(y: np.ndarray, score: np.ndarray, groups: np.ndarray, k: int = 3) -> tuple[float | None, int]:
+    """Mean NDCG@k over groups with >= 2 rows and >= 1 positive; returns (mean, n_groups)."""
+    values = ndcg_per_group(y, score, groups, k)
+    return (float(values.mean()) if values.size else None), int(values.size)
+
+
+def bootstrap_ndcg(y: np.ndarray, scores: Mapping[str, np.ndarray], groups: np.ndarray,
+                   reference: str, k: int = 3, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Paired bootstrap of every scorer's mean NDCG@k and of ``reference``'s minus each other's.
+
+    The unit is the *decision*: each resample draws the qualifying groups (>= 2 rows, >= 1
+    positive) with replacement, the same draw for every scorer; a group's NDCG does not change
+    under resampling, so each scorer's per-group values are computed once.
+
+    Returns
+    -------
+    dict
+        ``n_boot``, ``decisions``, ``ndcg_ci95`` per scorer and under ``vs`` per other scorer
+        ``diff``, ``ci95`` and ``p_reference_better``, as :func:`bootstrap_auc`; ``{}`` with
+        fewer than two decisions.
+
+    Examples
+    --------
+    >>> y = np.array([1, 0] * 40); g = np.repeat(np.arange(40), 2)
+    >>> out = bootstrap_ndcg(y, {"a": y + 0.0, "b": 1.0 - y}, g, "a", n_boot=200)
+    >>> out["decisions"], out["vs"]["b"]["ci95"][0] > 0
+    (40, True)
+    """
+    per = {name: ndcg_per_group(y, s, groups, k) for name, s in scores.items()}
+    n = per[reference].size
+    if n < 2:
+        return {}
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boot = {name: v[draws].mean(axis=1) for name, v in per.items()}
+    out: dict[str, Any] = {"n_boot": n_boot, "decisions": int(n), "ndcg_ci95": {}, "vs": {}}
+    for name, values in boot.items():
+        out["ndcg_ci95"][name] = [float(q) for q in np.percentile(values, [2.5, 97.5])]
+        if name == reference:
+            continue
+        diff = boot[reference] - values
+        out["vs"][name] = {"diff": float(per[reference].mean() - per[name].mean()),
+                           "ci95": [float(q) for q in np.percentile(diff, [2.5, 97.5])],
+                           "p_reference_better": float(np.mean(diff > 0))}
+    return out
 
 
 def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, Any]:

@@ -101,7 +101,7 @@ def write_plots(out_dir: Path, y: np.ndarray, scores: Mapping[str, np.ndarray],
     shown = list(importance)[:20][::-1]
     ax.barh([n for n, _m, _s in shown], [m for _n, m, _s in shown],
             xerr=[s for _n, _m, s in shown], color="tab:blue")
-    ax.set(xlabel="AUC drop when the feature is permuted", title="Permutation importance (GBM)")
+    ax.set(xlabel="AUC drop when the feature is permuted", title="Permutation importance (model)")
     _save(fig, out_dir / PLOTS["importance"], plt)
     return dict(PLOTS)
 
@@ -140,8 +140,9 @@ def _scorer_rows(m: Mapping[str, Any]) -> list[str]:
     k = m["model"].get("k", 3)
     lines = [f"| scorer | AUC (± s.e.) | log loss | NDCG@{k} | ECE | mean p | positives / n |",
              "|---|---|---|---|---|---|---|"]
-    named = [("GBM (model)", m["model"]), ("logistic", m["baselines"]["logistic"]),
-             ("popularity", m["baselines"]["popularity"])]
+    named = [(f"model ({m['model'].get('kind', 'gbm')})", m["model"]),
+             *((f"{name} (not chosen)", c) for name, c in (m["model"].get("candidates") or {}).items()),
+             ("logistic", m["baselines"]["logistic"]), ("popularity", m["baselines"]["popularity"])]
     for name, s in named:
         positives = round((s.get("base_rate") or 0.0) * (s.get("n") or 0))
         lines.append(f"| {name} | {_fmt(s.get('auc'))} ± {_fmt(s.get('auc_se'), 3)} | "
@@ -188,15 +189,53 @@ def _uncertainty_lines(u: Mapping[str, Any] | None) -> list[str]:
         return []
     ci = u["auc_ci95"]
     lines = [f"Uncertainty ({u['n_boot']} paired bootstrap resamples of the test rows): "
-             "95 % intervals of each AUC and of the GBM's AUC minus each baseline's.", "",
-             "| comparison | AUC difference | 95 % interval | resamples where GBM is ahead |",
+             "95 % intervals of each AUC and of the model's AUC minus each other scorer's.", "",
+             "| comparison | AUC difference | 95 % interval | resamples where the model is ahead |",
              "|---|---|---|---|"]
     for name, v in u["vs"].items():
-        lines.append(f"| GBM - {name} | {_fmt(v['diff'])} | [{_fmt(v['ci95'][0])}, "
+        lines.append(f"| model - {name} | {_fmt(v['diff'])} | [{_fmt(v['ci95'][0])}, "
                      f"{_fmt(v['ci95'][1])}] | {v['p_reference_better']:.1%} |")
     lines += ["", "AUC 95 % intervals: " + ", ".join(
         f"{name} [{_fmt(a)}, {_fmt(b)}]" for name, (a, b) in ci.items()), ""]
     return lines
+
+
+def _ndcg_lines(u: Mapping[str, Any] | None, k: int) -> list[str]:
+    if not u:
+        return []
+    lines = [f"NDCG@{k} per decision ({u['n_boot']} paired bootstrap resamples of the "
+             f"{u['decisions']} test decisions with a positive and a negative):", "",
+             f"| comparison | NDCG@{k} difference | 95 % interval | resamples where the model is ahead |",
+             "|---|---|---|---|"]
+    for name, v in u["vs"].items():
+        lines.append(f"| model - {name} | {_fmt(v['diff'])} | [{_fmt(v['ci95'][0])}, "
+                     f"{_fmt(v['ci95'][1])}] | {v['p_reference_better']:.1%} |")
+    return [*lines, ""]
+
+
+def _segment_lines(segments: Mapping[str, Any] | None, k: int) -> list[str]:
+    if not segments:
+        return []
+    lines = ["## Segments (from each row's features at decision time)", "",
+             f"| segment | rows (positives) | scorer | AUC | model - scorer, AUC 95 % | NDCG@{k} "
+             f"| model - scorer, NDCG 95 % |", "|---|---|---|---|---|---|---|"]
+    for name, seg in segments.items():
+        if not seg["rows"]:
+            lines.append(f"| {name} ({seg['definition']}) | 0 | | | | | |")
+            continue
+        for scorer, auc in seg["auc"].items():
+            a = (seg.get("auc_vs") or {}).get(scorer)
+            n = (seg.get("ndcg_vs") or {}).get(scorer)
+            lines.append(
+                f"| {name} | {seg['rows']} ({seg['positives']}) | {scorer} | {_fmt(auc)} | "
+                f"{_interval(a)} | {_fmt(seg['ndcg_at_k'][scorer])} | {_interval(n)} |")
+    return [*lines, ""]
+
+
+def _interval(v: Mapping[str, Any] | None) -> str:
+    if not v:
+        return ""
+    return f"{_fmt(v['diff'])} [{_fmt(v['ci95'][0])}, {_fmt(v['ci95'][1])}]"
 
 
 def _cost_lines(m: Mapping[str, Any]) -> list[str]:
@@ -223,12 +262,15 @@ def write_report_md(out_dir: Path, m: Mapping[str, Any], plots: Mapping[str, str
         f"- decision (NDCG group): {m['decision']}",
         f"- model: {m['bundle'].get('version', 'not exported')}; registered: "
         f"{m['bundle'].get('registered', False)}, promoted: {m['bundle'].get('promoted', False)}",
-        f"- GBM parameters (chosen on a validation split of the training part): "
+        f"- model: {m['model'].get('kind', 'gbm')}, chosen on a validation split of the training "
+        f"part ({(m['model'].get('objective') or {}).get('reason', 'fixed')}); parameters "
         f"`{m['model'].get('params')}`",
         *_cost_lines(m),
         f"- **gate**: {'PASSED' if gate['passed'] else 'FAILED'}: {gate['reason']}", "",
         "## Test metrics", "", *_scorer_rows(m), "",
         *_uncertainty_lines(m.get("uncertainty")),
+        *_ndcg_lines(m.get("uncertainty_ndcg"), m["model"].get("k", 3)),
+        *_segment_lines(m.get("segments"), m["model"].get("k", 3)),
         "Popularity baseline: " + m["baselines"]["popularity"].get("definition", ""), "",
         "## Off-policy estimates", "", *_ope_lines(m["ope"]), "",
         "## Plots", "",

@@ -91,7 +91,10 @@ def test_train_writes_metrics_report_and_registers(good_run: tuple[int, Path, Pa
     assert (reg / "CURRENT").read_text().strip() == metrics["bundle"]["version"]
     assert (out / "bundle" / "model.onnx").is_file()
     vs = metrics["uncertainty"]["vs"]
-    assert set(vs) == {"popularity", "logistic"} and metrics["uncertainty"]["n_boot"] == 1000
+    # the baselines, and the pointwise GBM when the ranker won on validation
+    candidates = set(metrics["model"]["candidates"])
+    assert set(vs) == {"popularity", "logistic"} | candidates and metrics["uncertainty"]["n_boot"] == 1000
+    assert candidates == ({"pointwise GBM"} if metrics["model"]["kind"] == "lambdamart" else set())
     assert vs["logistic"]["ci95"][0] > 0  # the XOR rule: the GBM is ahead in ~every resample
     importance = {name: (mean, sd) for name, mean, sd in metrics["model"]["permutation_importance"]}
     from models.features import FEATURE_NAMES

@@ -40,6 +40,6 @@ def test_plots_and_report_are_written_and_linked(tmp_path: Path) -> None:
     for name in plots.values():
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in text
-    assert "| GBM (model) |" in text and "none logged" in text
-    assert "| GBM - popularity |" in text and "95 % interval" in text
+    assert "| model (gbm) |" in text and "none logged" in text
+    assert "| model - popularity |" in text and "95 % interval" in text
     assert (tmp_path / "metrics.json").is_file()
