@@ -6,7 +6,7 @@ A real cluster (``tests/kafka_cluster.py``: Kafka 4.x, KRaft, jars from Maven Ce
 default partitioner and the customer id as a plain string key. Every customer's count must be
 exact: nothing lost, nothing counted twice.
 
-- Load while each failure happens: events at 2,000/s, and four score loops (about 200-250/s here).
+- Load while each failure happens: events at 2,000/s, and six score loops (over 200/s).
 - SIGKILL of the broker that leads the most ``events`` partitions: exact counts, a consent
   revocation made during the outage and one made after the broker's return are both effective on
   every worker, and the window in which score calls did not answer 200 is measured and printed.
@@ -100,10 +100,10 @@ class Load:
         self.not_ok_at: list[float] = []
         self.stop = threading.Event()
         self.sender = threading.Thread(target=self._produce, daemon=True)
-        # four loops over the given workers: >= 200 scores/s here (each sleeps 5 ms between calls)
+        # six loops over the given workers: >= 200 scores/s here (each sleeps 5 ms between calls)
         self.scorers = [threading.Thread(target=score_loop, daemon=True,
                                          args=(workers[i % len(workers)], customers, self.stop, self.statuses,
-                                               self.bad, self.not_ok_at)) for i in range(4)]
+                                               self.bad, self.not_ok_at)) for i in range(6)]
         self.started = 0.0
 
     def _produce(self) -> None:
