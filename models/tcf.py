@@ -1,4 +1,4 @@
-"""Strict, fail-closed decoder for IAB TCF v2.2 TC strings, and their mapping to offerstream flags.
+"""Strict, fail-closed decoder for IAB TCF v2.2/v2.3 TC strings, and their mapping to offerstream flags.
 
 A TC string is ``core[.segment]*``: each part unpadded base64url read as a bit string. The core
 segment (version 2) is decoded in full: metadata, purposes, special features, vendor consents and
@@ -20,6 +20,11 @@ Anything that cannot be fully parsed raises :class:`~models.errors.InvalidConsen
   or id > MaxVendorId, NumEntries that cannot fit in the remaining bits, language or country
   letters outside A-Z, restriction type 3 (undefined), restriction purpose outside 1..24, a second
   core segment (type 0), an unknown segment type (4-7) and a repeated optional segment.
+- **TCF v2.3.** A string created on or after :data:`V23_REQUIRED_FROM` (that is, after
+  2026-02-28) must carry a DisclosedVendors segment; without one it is rejected
+  (field ``"tcf.disclosed_vendors"``). In such a string a vendor that is not in DisclosedVendors
+  has no consent even if its consent bit is set (the "ghost vendor"). Strings created earlier keep
+  their v2.2 meaning: DisclosedVendors is optional and never read for consent.
 - **Size.** The length cap bounds work; vendor sets are stored as merged ranges, so a hostile
   range of 1..65535 costs one tuple, not 65,535 ints.
 
@@ -34,9 +39,15 @@ Legitimate interest never grants a flag: TCF v2.2 forbids it for purposes 3-6, a
 deliberately conservative (an LI bit records transparency, not a choice by the user). With
 ``vendor_id`` every purpose additionally needs that vendor's consent bit and no publisher
 restriction of type 0 (not allowed) or type 2 (require legitimate interest, a basis we never use)
-covering the vendor. ``"marketing"`` and ``"sharing"`` are not derivable from TCF and are absent
-from the result (TCF says nothing about them), not ``False``. The Publisher TC segment is decoded
-but does not feed the flags.
+covering the vendor, and (TCF v2.3 strings) the vendor must be in DisclosedVendors.
+``"marketing"`` and ``"sharing"`` are not derivable from TCF and are absent from the result (TCF
+says nothing about them), not ``False``.
+
+Which consents speak is the *basis* (:func:`parse_basis`, :func:`flags_for_basis`):
+``purposes`` reads the core segment's global purpose consents; ``vendor:<id>`` additionally needs
+that vendor's consent (as above); ``publisher`` reads the Publisher TC segment's purpose consents
+(no segment = nothing granted), and ``publisher:<id>`` additionally applies the publisher
+restrictions (and the v2.3 DisclosedVendors rule) to vendor ``<id>``.
 
 Examples
 --------
@@ -66,6 +77,10 @@ __all__ = [
     "decode_tc_string",
     "encode_tc_string",
     "tcf_flags",
+    "parse_basis",
+    "flags_for_basis",
+    "BASES",
+    "V23_REQUIRED_FROM",
 ]
 
 MAX_TC_STRING_LENGTH = 20_000
@@ -79,6 +94,10 @@ _FLAG_PURPOSES = {
 }
 _BLOCKING_RESTRICTIONS = frozenset({0, 2})
 _ENTRY_MIN_BITS = 17  # IsARange + StartOrOnlyVendorId
+#: TCF v2.3: TC strings created from this instant on must carry a DisclosedVendors segment.
+V23_REQUIRED_FROM = datetime(2026, 3, 1, tzinfo=UTC)
+#: The TCF bases (see :func:`parse_basis`).
+BASES = ("purposes", "publisher", "vendor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +239,12 @@ def decode_tc_string(tc: str) -> TCString:
         if fields.get(name) is not None:
             raise InvalidConsent(f"tcf.{name}", "segment appears more than once")
         fields[name] = value
+    if fields["created"] >= V23_REQUIRED_FROM and fields.get("disclosed_vendors") is None:
+        raise InvalidConsent(
+            "tcf.disclosed_vendors",
+            f"segment is missing; TCF v2.3 requires it in TC strings created after 2026-02-28 "
+            f"(this one was created {fields['created'].isoformat()})",
+        )
     return TCString(**fields)
 
 
@@ -358,7 +383,7 @@ _SEGMENTS: dict[int, tuple[str, Callable[[BitReader, str], Any]]] = {
 # ----------------------------------------------------------------------------- flags
 
 
-def tcf_flags(tc: TCString, vendor_id: int | None = None) -> dict[str, bool]:
+def tcf_flags(tc: TCString, vendor_id: int | None = None, *, publisher: bool = False) -> dict[str, bool]:
     """Map a decoded TC string to the offerstream flags it speaks for (consent only).
 
     Parameters
@@ -366,8 +391,12 @@ def tcf_flags(tc: TCString, vendor_id: int | None = None) -> dict[str, bool]:
     tc : TCString
         A decoded TC string.
     vendor_id : int, optional
-        Our GVL vendor id. When given, each purpose also needs this vendor's consent bit and no
-        publisher restriction of type 0 or 2 for that purpose covering the vendor.
+        Our GVL vendor id. When given, each purpose also needs no publisher restriction of type 0
+        or 2 for that purpose covering the vendor and, in a TCF v2.3 string, the vendor's presence
+        in DisclosedVendors; with ``publisher=False`` also the vendor's consent bit.
+    publisher : bool, default False
+        Read the Publisher TC segment's purpose consents instead of the global ones (the shop as
+        publisher). Without a Publisher TC segment nothing is granted.
 
     Returns
     -------
@@ -380,25 +409,69 @@ def tcf_flags(tc: TCString, vendor_id: int | None = None) -> dict[str, bool]:
     InvalidConsent
         If ``vendor_id`` is not an int in 1..65535.
     """
+    _check_vendor_id(vendor_id, "tcf.vendor_id")
+    if publisher:
+        consents = tc.publisher_tc.purpose_consents if tc.publisher_tc is not None else frozenset()
+    else:
+        consents = tc.purpose_consents
+    return {
+        flag: all(_purpose_allowed(tc, consents, p, vendor_id, not publisher) for p in purposes)
+        for flag, purposes in _FLAG_PURPOSES.items()
+    }
+
+
+def parse_basis(text: str) -> tuple[str, int | None]:
+    """Parse a TCF basis: ``purposes``, ``publisher``, ``publisher:<id>`` or ``vendor:<id>``.
+
+    Examples
+    --------
+    >>> parse_basis("vendor:755"), parse_basis("publisher"), parse_basis("purposes")
+    (('vendor', 755), ('publisher', None), ('purposes', None))
+
+    Raises
+    ------
+    InvalidConsent
+        Field ``"tcf.basis"``: an unknown name, a missing or bad vendor id.
+    """
+    name, sep, rest = text.partition(":") if isinstance(text, str) else ("", "", "")
+    if name not in BASES or (name == "purposes" and sep):
+        raise InvalidConsent("tcf.basis", f"{text!r} is not purposes, publisher[:<id>] or vendor:<id>")
+    if name == "vendor" and not sep:
+        raise InvalidConsent("tcf.basis", "vendor needs an id: vendor:<id>")
+    if not sep:
+        return name, None
+    if not rest.isascii() or not rest.isdigit():
+        raise InvalidConsent("tcf.basis", f"vendor id {rest!r} is not a number")
+    vendor_id = int(rest)
+    _check_vendor_id(vendor_id, "tcf.basis")
+    return name, vendor_id
+
+
+def flags_for_basis(tc: TCString, basis: str) -> dict[str, bool]:
+    """:func:`tcf_flags` under a basis string (see :func:`parse_basis`)."""
+    name, vendor_id = parse_basis(basis)
+    return tcf_flags(tc, vendor_id, publisher=name == "publisher")
+
+
+def _check_vendor_id(vendor_id: int | None, field: str) -> None:
     if vendor_id is not None and (
         isinstance(vendor_id, bool)
         or not isinstance(vendor_id, int)
         or not 1 <= vendor_id <= MAX_VENDOR_ID
     ):
-        raise InvalidConsent("tcf.vendor_id", f"must be an int in 1..{MAX_VENDOR_ID}")
-    return {
-        flag: all(_purpose_allowed(tc, p, vendor_id) for p in purposes)
-        for flag, purposes in _FLAG_PURPOSES.items()
-    }
+        raise InvalidConsent(field, f"vendor id must be an int in 1..{MAX_VENDOR_ID}")
 
 
-def _purpose_allowed(tc: TCString, purpose: int, vendor_id: int | None) -> bool:
-    if purpose not in tc.purpose_consents:
+def _purpose_allowed(tc: TCString, consents: frozenset[int], purpose: int, vendor_id: int | None,
+                     needs_vendor_consent: bool) -> bool:
+    if purpose not in consents:
         return False
     if vendor_id is None:
         return True
-    if vendor_id not in tc.vendor_consents:
+    if needs_vendor_consent and vendor_id not in tc.vendor_consents:
         return False
+    if tc.created >= V23_REQUIRED_FROM and (tc.disclosed_vendors is None or vendor_id not in tc.disclosed_vendors):
+        return False  # TCF v2.3 "ghost vendor": a consent bit without disclosure is no consent
     return not any(
         r.purpose_id == purpose
         and r.restriction_type in _BLOCKING_RESTRICTIONS

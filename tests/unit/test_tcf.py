@@ -13,6 +13,7 @@ from models._bits import ALPHABET, BitReader, BitWriter, base64url_to_bits
 from models.errors import InvalidConsent
 from models.tcf import (
     MAX_TC_STRING_LENGTH,
+    V23_REQUIRED_FROM,
     PublisherRestriction,
     PublisherTC,
     TCString,
@@ -617,4 +618,9 @@ tc_strings = st.builds(
 def test_encode_decode_round_trip(tc, range_encoding):
     encoded = encode_tc_string(tc, range_encoding=range_encoding)
     assert set(encoded) <= set(ALPHABET + ".")
-    assert decode_tc_string(encoded) == tc
+    if tc.created >= V23_REQUIRED_FROM and tc.disclosed_vendors is None:
+        with pytest.raises(InvalidConsent) as excinfo:  # TCF v2.3: the segment is mandatory
+            decode_tc_string(encoded)
+        assert excinfo.value.field == "tcf.disclosed_vendors"
+    else:
+        assert decode_tc_string(encoded) == tc
