@@ -1,20 +1,30 @@
-"""Helpers shared by the benchmarks: percentiles, a worker group on the bundled broker, results.
+"""Helpers shared by the benchmarks: percentiles, a worker group on either broker, results.
 
-Every benchmark module has ``run(quick: bool = False) -> dict`` returning::
+Every benchmark module has ``run(quick: bool = False[, broker: str = "tansu"]) -> dict`` returning::
 
     {"name": str, "settings": {...}, "results": {...},
      "targets": [{"metric": str, "value": float, "target": float, "unit": str, "pass": bool}]}
 
-and ``main()`` for ``python -m benchmarks.<name> [--quick]``, which prints :func:`print_report`
-and writes the JSON with :func:`write_results` to ``benchmarks/results/<name>.json``.
+and ``main()`` for ``python -m benchmarks.<name> [--quick] [--broker tansu|kafka|both]``, which
+prints :func:`print_report` and writes the JSON with :func:`write_results` to
+``benchmarks/results/<name>.json`` (``<name>-kafka.json`` for a run on the Apache Kafka cluster).
+
+Brokers: ``tansu`` is the bundled broker (one process); ``kafka`` a 3-broker Apache Kafka 4.4
+cluster in KRaft mode on loopback (:class:`tests.kafka_cluster.KafkaCluster`, replication 3,
+``min.insync.replicas`` 2, producers with acks=all). Its JVMs run with the full JIT here
+(``OFFERSTREAM_KAFKA_JVM_OPTS`` empty unless set): the tests' C1-only default starts faster but is
+not what a broker runs in production. Broker CPU on Kafka is the sum over its three JVMs.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import math
+import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,7 +32,16 @@ from typing import Any
 
 import orjson
 
-from tests.integration.workers import worker_group  # noqa: F401 - re-exported for the benchmarks
+# Before tests.kafka_cluster is imported (it reads this once): the full JIT for measured brokers.
+os.environ.setdefault("OFFERSTREAM_KAFKA_JVM_OPTS", "")
+
+from tests.integration.workers import (  # noqa: E402
+    WorkerProcess,
+    group_settled,
+    running_broker,
+    wait_until,
+    worker_group,  # noqa: F401 - re-exported for the benchmarks
+)
 
 __all__ = [
     "RESULTS_DIR",
@@ -30,6 +49,14 @@ __all__ = [
     "summarize",
     "target",
     "worker_group",
+    "broker_group",
+    "running_broker",
+    "BROKERS",
+    "broker_pids",
+    "bootstrap_of",
+    "cpu_s",
+    "rss_bytes",
+    "result_name",
     "write_results",
     "print_report",
     "cli",
@@ -42,6 +69,76 @@ EVENT_TYPES_MIX = ("page_view", "product_view", "product_view", "add_to_cart", "
                    "offer_impression", "purchase", "offer_click")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+#: The brokers a benchmark can run on: the bundled one, and a 3-broker Apache Kafka cluster.
+BROKERS = ("tansu", "kafka")
+
+
+def result_name(name: str, broker: str) -> str:
+    """The results name of benchmark ``name`` on ``broker``: ``name`` on the bundled broker (as
+    before there was a choice), ``name-kafka`` on the Apache Kafka cluster."""
+    return name if broker == "tansu" else f"{name}-{broker}"
+
+
+@contextlib.contextmanager
+def broker_group(n_workers: int = 1, *, broker: str = "tansu", app_id: str = "bench", registry: Path | None = None,
+                 partitions: int = 4, env: dict[str, str] | None = None,
+                 settle_timeout: float = 120.0) -> Iterator[tuple[Any, list[WorkerProcess]]]:
+    """A fresh broker of kind ``broker`` plus ``n_workers`` real ``offerstream serve`` processes in one
+    group, as ``tests.integration.workers.worker_group``, but yields ``(running_broker, workers)``
+    so a benchmark can read the broker's bootstrap list and process ids."""
+    if broker not in BROKERS:
+        raise ValueError(f"broker must be one of {BROKERS}, not {broker!r}")
+    with tempfile.TemporaryDirectory(prefix=f"offerstream-{app_id}-") as tmp:
+        root = Path(tmp)
+        with running_broker(broker, root / "broker") as running:
+            workers = [WorkerProcess(running.url, root / f"w{i}", app_id=app_id, registry=registry,
+                                     partitions=partitions, env=env) for i in range(n_workers)]
+            try:
+                for w in workers:
+                    w.start(timeout=60.0 if broker == "tansu" else 180.0)
+                wait_until(lambda: group_settled(workers, partitions), timeout=settle_timeout, interval=0.3,
+                           what=f"a group of {n_workers} worker(s) to settle")
+                yield running, workers
+            finally:
+                for w in reversed(workers):
+                    w.stop()
+
+
+def bootstrap_of(running: Any) -> str:
+    """``host:port[,host:port...]`` of a running broker (for Kafka clients)."""
+    return str(running.bootstrap)
+
+
+def broker_pids(running: Any) -> list[int]:
+    """The process ids of a running broker: the bundled broker's one, or each Kafka node's JVM."""
+    nodes = getattr(running, "nodes", None)
+    if nodes:  # tests.kafka_cluster.KafkaCluster
+        return [n.pid for n in nodes.values() if n.pid is not None]
+    pid = getattr(running, "pid", None)
+    return [pid] if pid else []
+
+
+def cpu_s(pids: int | Sequence[int]) -> float:
+    """User + system CPU seconds (all threads) of one process or the sum over several; NaN if unreadable."""
+    total = 0.0
+    for pid in [pids] if isinstance(pids, int) else pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return math.nan
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def rss_bytes(pid: int) -> dict[str, int]:
+    """``rss`` (VmRSS) and ``peak`` (VmHWM) of a process in bytes, from ``/proc/<pid>/status``."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out["rss" if line.startswith("VmRSS") else "peak"] = int(line.split()[1]) * 1024
+    return out
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -115,18 +212,36 @@ def print_report(result: dict[str, Any], out: Callable[[str], Any] = print) -> N
                 f"(target {t.get('comparison', '<=')} {_fmt(t['target'])} {t['unit']})")
 
 
-def cli(run: Callable[..., dict[str, Any]], description: str) -> dict[str, Any]:
-    """Parse ``--quick``, run, print the report, write the JSON; return the result."""
+def takes_broker(run: Callable[..., Any]) -> bool:
+    """Whether a benchmark's ``run`` has a ``broker`` parameter (the broker-free ones do not)."""
+    return "broker" in inspect.signature(run).parameters
+
+
+def brokers_of(choice: str) -> list[str]:
+    """``tansu``, ``kafka`` or ``both`` as a list of broker kinds."""
+    return list(BROKERS) if choice == "both" else [choice]
+
+
+def cli(run: Callable[..., dict[str, Any]], description: str, default_broker: str = "tansu") -> list[dict[str, Any]]:
+    """Parse ``--quick`` and ``--broker``, run (once per broker), print each report, write each
+    JSON; return the results."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
+    if takes_broker(run):
+        parser.add_argument("--broker", choices=(*BROKERS, "both"), default=default_broker,
+                            help=f"tansu: the bundled broker; kafka: a 3-broker Apache Kafka cluster; "
+                                 f"both: one after the other (default {default_broker})")
     args = parser.parse_args()
-    result = run(quick=args.quick)
-    if args.quick:  # a smoke run never overwrites the full results
-        result = {**result, "name": f"{result['name']}-quick"}
-    print_report(result)
-    path = write_results(result)
-    print(f"results written to {path}")
-    return result
+    results = []
+    for broker in brokers_of(getattr(args, "broker", "tansu")):
+        result = run(quick=args.quick, broker=broker) if takes_broker(run) else run(quick=args.quick)
+        if args.quick:  # a smoke run never overwrites the full results
+            result = {**result, "name": f"{result['name']}-quick"}
+        print_report(result)
+        path = write_results(result)
+        print(f"results written to {path}")
+        results.append(result)
+    return results
 
 
 def synthetic_events(n: int, customers: int = 10_000, *, seed: int = 1, start_ms: int | None = None,
@@ -134,7 +249,7 @@ def synthetic_events(n: int, customers: int = 10_000, *, seed: int = 1, start_ms
     """``n`` valid contract events over ``customers`` customers (browsing-heavy shop mix)."""
     import random
 
-    rnd = random.Random(seed)
+    rnd = random.Random(seed)  # noqa: S311 - reproducible synthetic data, not a secret
     now = start_ms if start_ms is not None else int(time.time() * 1000) - n * step_ms
     out = []
     for i in range(n):

@@ -226,7 +226,7 @@ def realistic_tc_strings(seed: int = 7) -> dict[str, str]:
     """A bit-field TC string (~700 vendors) and a range-encoded one, both valid TCF v2.2."""
     from models.tcf import PublisherRestriction, TCString, VendorSet, encode_tc_string
 
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible synthetic data, not a secret
     bitfield_vendors = VendorSet.of(rng.sample(range(1, 1101), 700))
     blocks, start = [], 1
     while len(blocks) < 40:

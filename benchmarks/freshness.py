@@ -1,6 +1,7 @@
 """Freshness benchmark: event produced to Kafka -> reflected in the owner's answers.
 
-``python -m benchmarks.freshness [--quick]``. One worker, a background producer sending
+``python -m benchmarks.freshness [--quick] [--broker tansu|kafka|both]``. One worker (on the bundled
+broker or a 3-broker Apache Kafka cluster), a background producer sending
 1,000 events/s (one event per message, as an outside Kafka client sends them) over 2,000
 customers; probe customers get one event at a time from a separate producer, and the client polls
 ``GET /v1/customers/{id}`` (the same live state ``POST /v1/score`` reads) until the profile's
@@ -8,7 +9,8 @@ customers; probe customers get one event at a time from a separate producer, and
 2 s counts as 2 s (a lower bound); after 5 such timeouts the variant stops (its worker is
 falling behind its input, and further probes would only measure the growing backlog).
 Naive vs optimized: the same on a worker with ``OFFERSTREAM_WRITE_BEHIND=0`` (table write per
-event).
+event). Each variant also reports the worker's and the broker's CPU per event consumed during the
+probing (background events plus probes).
 """
 
 from __future__ import annotations
@@ -21,7 +23,17 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from benchmarks.common import cli, summarize, synthetic_events, target, worker_group
+from benchmarks.common import (
+    bootstrap_of,
+    broker_group,
+    broker_pids,
+    cli,
+    cpu_s,
+    result_name,
+    summarize,
+    synthetic_events,
+    target,
+)
 from stream.topics import EVENTS_TOPIC
 
 __all__ = ["run", "main"]
@@ -90,30 +102,38 @@ async def _probe(url: str, bootstrap: str, probes: int, customers: int) -> tuple
     return latencies, sent, timeouts
 
 
-def _measure(write_behind: bool, probes: int, customers: int) -> dict[str, Any]:
+def _measure(write_behind: bool, probes: int, customers: int, broker: str = "tansu") -> dict[str, Any]:
     env = {"OFFERSTREAM_WRITE_BEHIND": "1" if write_behind else "0"}
-    with worker_group(1, app_id=f"fresh-{int(write_behind)}", env=env) as (worker,):
-        bootstrap = worker.cmd[worker.cmd.index("--broker") + 1].removeprefix("kafka://")
+    with broker_group(1, broker=broker, app_id=f"fresh-{int(write_behind)}", env=env) as (running, (worker,)):
+        bootstrap = bootstrap_of(running)
         grants = [{"event_id": f"g{c}", "type": "consent", "customer_id": c, "ts": 1_600_000_000_000,
                    "consent": {"flags": {"profile": True, "personalize": True}}}
                   for c in [f"c{i}" for i in range(customers)] + [f"probe{i}" for i in range(20)]]
         for i in range(0, len(grants), 500):
             worker.client.json("POST", "/v1/events", grants[i:i + 500], expect=202)
         time.sleep(2.0)
+        brokers = broker_pids(running)
+        cpu_before = cpu_s(worker.proc.pid), cpu_s(brokers)
         latencies, sent, timeouts = asyncio.run(_probe(worker.url, bootstrap, probes, customers))
+        consumed = sent + len(latencies)
+        worker_cpu = cpu_s(worker.proc.pid) - cpu_before[0]
+        broker_cpu = cpu_s(brokers) - cpu_before[1]
     return {"latency_ms": summarize(latencies), "probes": len(latencies), "timeouts": timeouts,
-            "timeout_s": PROBE_TIMEOUT_S, "background_events": sent}
+            "timeout_s": PROBE_TIMEOUT_S, "background_events": sent,
+            # all the worker did meanwhile: the events, the probe reads, the 1 ms polls
+            "worker_cpu_us_per_event": round(worker_cpu / max(1, consumed) * 1e6, 1),
+            "broker_cpu_us_per_event": round(broker_cpu / max(1, consumed) * 1e6, 1)}
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, broker: str = "tansu") -> dict[str, Any]:
     probes = 40 if quick else 300
     customers = 2_000
-    naive = _measure(False, probes, customers)
-    fast = _measure(True, probes, customers)
+    naive = _measure(False, probes, customers, broker)
+    fast = _measure(True, probes, customers, broker)
     p99 = fast["latency_ms"].get("p99", float("nan"))
     return {
-        "name": "freshness",
-        "settings": {"quick": quick, "background_rate": BACKGROUND_RATE, "customers": customers,
+        "name": result_name("freshness", broker),
+        "settings": {"quick": quick, "broker": broker, "background_rate": BACKGROUND_RATE, "customers": customers,
                      "probe": "GET /v1/customers/{id} (the live state the score path reads), 1 ms poll"},
         "results": {"naive": naive, "write_behind": fast,
                     "ratio_vs_naive_p99": round(naive["latency_ms"].get("p99", float("nan")) / p99, 2)},

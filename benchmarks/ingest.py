@@ -1,10 +1,12 @@
 """Ingest benchmark: events/s from the ``events`` topic into durable profiles, one worker.
 
-``python -m benchmarks.ingest [--quick]``. A real ``offerstream serve`` worker on the bundled
-broker. Every customer first gets ``profile`` consent (consent events, not timed), then the timed
-events are produced and the clock stops when the worker's ``/metrics`` show all of them applied
-(``applied``) and, for write-behind, when no customer is left dirty (``durable``: the changelog
-has every profile and the messages are acknowledged).
+``python -m benchmarks.ingest [--quick] [--broker tansu|kafka|both]``. A real ``offerstream serve``
+worker on the bundled broker (``tansu``) or on a 3-broker Apache Kafka cluster (``kafka``:
+replication 3, acks=all, so every changelog write is on two brokers before it counts). Every
+customer first gets ``profile`` consent (consent events, not timed), then the timed events are
+produced and the clock stops when the worker's ``/metrics`` show all of them applied (``applied``)
+and, for write-behind, when no customer is left dirty (``durable``: the changelog has every
+profile and the messages are acknowledged).
 
 Variants, each on its own fresh broker and worker:
 
@@ -19,17 +21,25 @@ Variants, each on its own fresh broker and worker:
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from benchmarks.common import cli, envelopes, synthetic_events, target, worker_group
+from benchmarks.common import (
+    bootstrap_of,
+    broker_group,
+    broker_pids,
+    cli,
+    cpu_s,
+    envelopes,
+    result_name,
+    synthetic_events,
+    target,
+)
 from stream.ingest_state import FLUSH_INTERVAL_S
 from stream.topics import EVENTS_TOPIC
 
@@ -94,36 +104,16 @@ def _wait(worker: Any, expected: int, durable: bool, timeout: float) -> tuple[fl
     return applied_at, durable_at
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _child_pids(name: str) -> list[int]:
-    """Child processes of this one whose command name contains ``name`` (the bundled broker)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            comm, rest = stat.split("(", 1)[1].rsplit(")", 1)
-            if name in comm and int(rest.split()[1]) == os.getpid():
-                out.append(int(entry.name))
-    return out
-
-
-def measure_ingest(n_events: int, customers: int, *, write_behind: bool, envelope: int) -> dict[str, Any]:
+def measure_ingest(n_events: int, customers: int, *, write_behind: bool, envelope: int,
+                   broker: str = "tansu") -> dict[str, Any]:
     """One variant on a fresh broker and worker; see the module docstring."""
     env = {"OFFERSTREAM_WRITE_BEHIND": "1" if write_behind else "0"}
     consent = [{"event_id": f"consent-{i}", "type": "consent", "customer_id": f"c{i}", "ts": 1_600_000_000_000,
                 "consent": {"flags": {"profile": True, "personalize": True}}} for i in range(customers)]
     events = synthetic_events(n_events, customers, seed=7)
-    with worker_group(1, app_id=f"ingest-{int(write_behind)}-{envelope}", partitions=PARTITIONS,
-                      env=env) as (worker,):
-        bootstrap = worker.cmd[worker.cmd.index("--broker") + 1].removeprefix("kafka://")
+    with broker_group(1, broker=broker, app_id=f"ingest-{int(write_behind)}-{envelope}", partitions=PARTITIONS,
+                      env=env) as (running, (worker,)):
+        bootstrap = bootstrap_of(running)
         asyncio.run(_produce(bootstrap, envelopes(consent, partition_of, 500)))
         base = customers
         _wait(worker, base, durable=False, timeout=120)
@@ -131,14 +121,14 @@ def measure_ingest(n_events: int, customers: int, *, write_behind: bool, envelop
             messages = envelopes(events, partition_of, envelope)
         else:
             messages = [(partition_of(e["customer_id"]), e["customer_id"].encode(), orjson.dumps(e)) for e in events]
-        brokers = _child_pids("tansu")
-        cpu_before = _cpu_s(worker.proc.pid), sum(map(_cpu_s, brokers))
+        brokers = broker_pids(running)
+        cpu_before = cpu_s(worker.proc.pid), cpu_s(brokers)
         started = time.perf_counter()
         asyncio.run(_produce(bootstrap, messages))
         produced = time.perf_counter() - started
         applied_at, durable_at = _wait(worker, base + n_events, durable=write_behind, timeout=600)
-        worker_cpu = _cpu_s(worker.proc.pid) - cpu_before[0]
-        broker_cpu = sum(map(_cpu_s, brokers)) - cpu_before[1]
+        worker_cpu = cpu_s(worker.proc.pid) - cpu_before[0]
+        broker_cpu = cpu_s(brokers) - cpu_before[1]
         text = _metrics(worker)
     applied_s = applied_at - started
     durable_s = durable_at - started
@@ -149,24 +139,26 @@ def measure_ingest(n_events: int, customers: int, *, write_behind: bool, envelop
             # the broker's: it shares the two cores): steadier than wall time on a loaded machine
             "worker_cpu_s": round(worker_cpu, 2), "broker_cpu_s": round(broker_cpu, 2),
             "worker_cpu_us_per_event": round(worker_cpu / n_events * 1e6, 2),
+            "broker_cpu_us_per_event": round(broker_cpu / n_events * 1e6, 2),
             "profiles_flushed": int(gauge(text, "profiles_flushed_total")),
             "duplicates_or_replays": sum(int(float(m)) for m in re.findall(
                 r'outcome="(?:duplicate|replayed)"\} (\S+)', text))}
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, broker: str = "tansu") -> dict[str, Any]:
     customers = 2_000 if quick else 10_000
     n_fast = 20_000 if quick else 300_000
     n_naive = 4_000 if quick else 30_000
-    naive = measure_ingest(n_naive, customers, write_behind=False, envelope=500)
-    fast = measure_ingest(n_fast, customers, write_behind=True, envelope=500)
+    naive = measure_ingest(n_naive, customers, write_behind=False, envelope=500, broker=broker)
+    fast = measure_ingest(n_fast, customers, write_behind=True, envelope=500, broker=broker)
     results: dict[str, Any] = {"naive": naive, "write_behind_envelopes": fast}
     if not quick:
-        results["write_behind_single"] = measure_ingest(50_000, customers, write_behind=True, envelope=1)
+        results["write_behind_single"] = measure_ingest(50_000, customers, write_behind=True, envelope=1,
+                                                        broker=broker)
     results["ratio_vs_naive"] = round(fast["events_per_s"] / naive["events_per_s"], 1)
     return {
-        "name": "ingest",
-        "settings": {"quick": quick, "partitions": PARTITIONS, "workers": 1, "customers": customers,
+        "name": result_name("ingest", broker),
+        "settings": {"quick": quick, "broker": broker, "partitions": PARTITIONS, "workers": 1, "customers": customers,
                      "flush_interval_s": FLUSH_INTERVAL_S, "envelope_events": 500, "event_mix": "synthetic shop mix"},
         "results": results,
         "targets": [target("ingest events/s per worker (durable)", fast["events_per_s"], TARGET_EVENTS_S,

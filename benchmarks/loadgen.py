@@ -194,7 +194,7 @@ async def open_loop(url: str, body_for: Callable[[int], bytes], rate: float, dur
             statuses[status] = statuses.get(status, 0) + 1
             if status != 200 or (check is not None and not check(status, payload)):
                 errors += 1
-        except (OSError, ValueError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, ValueError):
             errors += 1
             statuses[0] = statuses.get(0, 0) + 1
         latencies.append((loop.time() - due) * 1000)
@@ -226,7 +226,7 @@ async def saturate(url: str, body_for: Callable[[int], bytes], duration_s: float
         while time.perf_counter() < stop_at:
             try:
                 status, _ = await target.post(body_for(next(counter)))
-            except (OSError, ValueError, asyncio.TimeoutError):
+            except (TimeoutError, OSError, ValueError):
                 status = 0
             done += 1
             errors += status != 200

@@ -1,6 +1,8 @@
 """Score benchmark: ``POST /v1/score`` with 200 candidate offers.
 
-``python -m benchmarks.score [--quick]``.
+``python -m benchmarks.score [--quick] [--broker tansu|kafka|both]``: the worker on the bundled
+broker or on a 3-broker Apache Kafka cluster (each answer's audit record goes to the broker; the
+broker's CPU on Kafka is the sum over its three JVMs).
 
 (a) HTTP, real worker: the first model (GBM, ONNX) trained on the Complete Journey sample when
     ``../shared/data`` is there (else the fallback scorer, and the settings say so), 200 offers in
@@ -27,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.common import cli, summarize, synthetic_events, target, worker_group
+from benchmarks.common import broker_group, broker_pids, cli, cpu_s, result_name, summarize, synthetic_events, target
 from benchmarks.loadgen import open_loop, saturate
 
 __all__ = ["run", "main"]
@@ -73,12 +75,12 @@ def in_process(n: int, served: Any = None, customers: int = 50) -> dict[str, Any
     Both use the fallback scorer and one profile. With ``served`` (the worker's scorer), also
     ``served``: decide() with that model over the benchmark's customers, see :func:`_served`.
     """
+    from models import features
     from models.catalog import parse_offer
     from models.consent import ConsentState, apply_update, parse_update
     from models.decision import CandidateCache, decide, parse_score_request
     from models.events import parse_event
     from models.profile import Profile
-    from models import features
     from models.scorer import FallbackScorer
 
     catalog = {o["offer_id"]: parse_offer(o, o["offer_id"]) for o in offers()}
@@ -163,15 +165,6 @@ def _seed(worker: Any, customers: int) -> None:
         worker.client.json("POST", "/v1/events", events[i:i + 500], expect=202)
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux ``/proc``; NaN elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _thread_cpu_s(pid: int) -> float:
     """CPU seconds of a process's main thread (its event loop), from its ``schedstat``
     (nanoseconds: a short window resolves single microseconds per request; NaN elsewhere)."""
@@ -192,20 +185,21 @@ def _score_cpu(worker: Any) -> dict[str, float]:
     return out
 
 
-def _measured(pids: dict[str, int], requests_of: Any, fn: Any, worker: Any = None) -> tuple[Any, dict[str, float]]:
-    """Run ``fn()``; return its result and the CPU ms per request of each process in ``pids``.
+def _measured(pids: dict[str, list[int]], requests_of: Any, fn: Any,
+              worker: Any = None) -> tuple[Any, dict[str, float]]:
+    """Run ``fn()``; return its result and the CPU ms per request of each process (group) in ``pids``.
 
     With ``worker``, also the worker's own split of its CPU per request: ``decide()`` and the
     score view's handler (thread CPU, from ``/metrics``), its event-loop thread, and that thread
     outside the view (HTTP server, event loop, audit produce).
     """
     parts = _score_cpu(worker) if worker is not None else {}
-    before = {name: _cpu_s(pid) for name, pid in pids.items()}
+    before = {name: cpu_s(pid) for name, pid in pids.items()}
     loop_before = _thread_cpu_s(worker.proc.pid) if worker is not None else 0.0
     own = time.process_time()
     result = fn()
     n = max(1, requests_of(result))
-    cpu = {f"{name}_ms": round(1000 * (_cpu_s(pid) - before[name]) / n, 3) for name, pid in pids.items()}
+    cpu = {f"{name}_ms": round(1000 * (cpu_s(pid) - before[name]) / n, 3) for name, pid in pids.items()}
     cpu["load_generator_ms"] = round(1000 * (time.process_time() - own) / n, 3)
     if worker is not None:
         loop_ms = 1000 * (_thread_cpu_s(worker.proc.pid) - loop_before) / n
@@ -219,7 +213,7 @@ def _measured(pids: dict[str, int], requests_of: Any, fn: Any, worker: Any = Non
     return result, cpu
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, broker: str = "tansu") -> dict[str, Any]:
     customers = 50 if quick else 500
     duration = 3.0 if quick else 20.0
     rate = 500.0
@@ -228,13 +222,13 @@ def run(quick: bool = False) -> dict[str, Any]:
               for i in range(customers)]
     with tempfile.TemporaryDirectory(prefix="offerstream-score-") as tmp:
         registry = None if quick else _registry(Path(tmp))
-        with worker_group(1, app_id="score", registry=registry) as (worker,):
+        with broker_group(1, broker=broker, app_id="score", registry=registry) as (running, (worker,)):
             _seed(worker, customers)
             time.sleep(1.5)
             url = worker.url + "/v1/score"
             body_for = lambda i: bodies[i % customers]  # noqa: E731
             asyncio.run(open_loop(url, body_for, 200, 1.0))  # warm up
-            pids = {"worker": worker.proc.pid, **({"broker": p} if (p := _broker_pid()) else {})}
+            pids = {"worker": [worker.proc.pid], **({"broker": p} if (p := broker_pids(running)) else {})}
             load_before = os.getloadavg()
             loaded, loaded_cpu = _measured(pids, lambda r: r["sent"],
                                            lambda: asyncio.run(open_loop(url, body_for, rate, duration)), worker)
@@ -258,8 +252,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "ratio_vs_naive": proc["ratio_p50"],
     }
     return {
-        "name": "score",
-        "settings": {"quick": quick, "candidates": N_OFFERS, "customers": customers, "model": model,
+        "name": result_name("score", broker),
+        "settings": {"quick": quick, "broker": broker, "candidates": N_OFFERS, "customers": customers, "model": model,
                      "load_generator": "benchmarks/loadgen.py open loop (asyncio HTTP/1.1 keep-alive), "
                                        "latency from scheduled send"},
         "results": results,
@@ -279,18 +273,6 @@ def _served_scorer(registry: Path | None) -> Any:
 
     scorer = ModelRegistry(registry).load_current() if registry is not None else None
     return scorer if scorer is not None else FallbackScorer()
-
-
-def _broker_pid() -> int | None:
-    """The bundled broker's process id (a ``tansu`` child of this process), if there is one."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            name, rest = stat.read_text().split(" (", 1)[1].rsplit(")", 1)
-        except (OSError, ValueError):
-            continue
-        if name.startswith("tansu") and rest.split()[1] == str(os.getpid()):
-            return int(stat.parent.name)
-    return None
 
 
 def main() -> None:
