@@ -24,7 +24,6 @@ import inspect
 import math
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -37,9 +36,8 @@ os.environ.setdefault("OFFERSTREAM_KAFKA_JVM_OPTS", "")
 
 from tests.integration.workers import (  # noqa: E402
     WorkerProcess,
-    group_settled,
-    running_broker,
-    wait_until,
+    broker_and_workers,
+    running_broker,  # noqa: F401 - re-exported for the benchmarks
     worker_group,  # noqa: F401 - re-exported for the benchmarks
 )
 
@@ -80,29 +78,16 @@ def result_name(name: str, broker: str) -> str:
     return name if broker == "tansu" else f"{name}-{broker}"
 
 
-@contextlib.contextmanager
 def broker_group(n_workers: int = 1, *, broker: str = "tansu", app_id: str = "bench", registry: Path | None = None,
                  partitions: int = 4, env: dict[str, str] | None = None,
-                 settle_timeout: float = 120.0) -> Iterator[tuple[Any, list[WorkerProcess]]]:
+                 settle_timeout: float = 120.0) -> contextlib.AbstractContextManager[tuple[Any, list[WorkerProcess]]]:
     """A fresh broker of kind ``broker`` plus ``n_workers`` real ``offerstream serve`` processes in one
-    group, as ``tests.integration.workers.worker_group``, but yields ``(running_broker, workers)``
+    group (``tests.integration.workers.broker_and_workers``); yields ``(running_broker, workers)``
     so a benchmark can read the broker's bootstrap list and process ids."""
     if broker not in BROKERS:
         raise ValueError(f"broker must be one of {BROKERS}, not {broker!r}")
-    with tempfile.TemporaryDirectory(prefix=f"offerstream-{app_id}-") as tmp:
-        root = Path(tmp)
-        with running_broker(broker, root / "broker") as running:
-            workers = [WorkerProcess(running.url, root / f"w{i}", app_id=app_id, registry=registry,
-                                     partitions=partitions, env=env) for i in range(n_workers)]
-            try:
-                for w in workers:
-                    w.start(timeout=60.0 if broker == "tansu" else 180.0)
-                wait_until(lambda: group_settled(workers, partitions), timeout=settle_timeout, interval=0.3,
-                           what=f"a group of {n_workers} worker(s) to settle")
-                yield running, workers
-            finally:
-                for w in reversed(workers):
-                    w.stop()
+    return broker_and_workers(n_workers, app_id=app_id, registry=registry, partitions=partitions, env=env,
+                              settle_timeout=settle_timeout, broker=broker)
 
 
 def bootstrap_of(running: Any) -> str:

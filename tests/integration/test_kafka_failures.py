@@ -31,6 +31,7 @@ import pytest
 from confluent_kafka import Producer
 
 from tests.integration.crash_scenario import counts, score_loop
+from tests.integration.test_restart import build_state, check_state
 from tests.integration.workers import WorkerProcess, wait_until
 from tests.kafka_cluster import KafkaCluster
 
@@ -271,47 +272,20 @@ def test_three_workers_add_a_fourth_then_lose_one_under_load(cluster: KafkaClust
             worker.stop()
 
 
-def _restart_events(customer: str, n: int) -> list[dict[str, Any]]:
-    now = int(time.time() * 1000)
-    return [{"event_id": f"{customer}-{i}", "type": "add_to_cart", "customer_id": customer,
-             "ts": now - 60_000 + i, "item_id": f"sku-{i}", "category": "shoes", "price": 10.0 + i}
-            for i in range(n)]
-
-
 def test_a_restarted_worker_and_a_new_host_get_everything_back_from_kafka(cluster: KafkaCluster,
                                                                            tmp_path: Path) -> None:
-    """The restart test of the embedded default, on Kafka: state comes back from the changelogs,
-    on the worker's own data dir and on an empty one (a new host)."""
+    """``test_restart.py``'s scenario on Kafka: state comes back from the changelogs, on the worker's
+    own data dir and on an empty one (a new host)."""
     first = WorkerProcess(cluster.url, tmp_path / "data", app_id="kf-restart", partitions=PARTITIONS)
     first.start(timeout=120)
     try:
-        first.client.json("PUT", "/v1/offers/shoes-10", {"title": "10% shoes", "category": "shoes",
-                                                         "kind": "discount", "discount_pct": 10})
-        first.client.json("PUT", "/v1/offers/partner", {"title": "p", "category": "travel", "kind": "partner"})
-        for customer in ("rs-keep-1", "rs-keep-2", "rs-gone-1"):
-            first.client.json("PUT", f"/v1/customers/{customer}/consent",
-                              {"flags": {"profile": True, "personalize": True, "sharing": True}})
-            first.client.json("POST", "/v1/events", _restart_events(customer, 4), expect=202)
-        first.client.json("PUT", "/v1/customers/rs-keep-2/consent", {"flags": {"sharing": False}})
-        wait_until(lambda: all(((first.client.request("GET", f"/v1/customers/{c}")[1] or {}).get("profile") or {})
-                               .get("n_events") == 4 for c in ("rs-keep-1", "rs-keep-2", "rs-gone-1")),
-                   timeout=60, what="profiles built")
-        first.client.json("DELETE", "/v1/customers/rs-gone-1")
-        before = {c: first.client.json("GET", f"/v1/customers/{c}") for c in ("rs-keep-1", "rs-keep-2")}
+        before = build_state(first, prefix="rs-")
     finally:
         first.stop()
-
-    for label, data_dir in (("own data dir", tmp_path / "data"), ("new host", tmp_path / "fresh")):
+    for label, data_dir in (("on its own data dir", tmp_path / "data"), ("on a new host", tmp_path / "fresh")):
         again = WorkerProcess(cluster.url, data_dir, app_id="kf-restart", partitions=PARTITIONS)
         again.start(timeout=120)
         try:
-            offers = {o["offer_id"] for o in again.client.json("GET", "/v1/offers")["offers"]}
-            assert {"shoes-10", "partner"} <= offers, label
-            for customer, state in before.items():
-                assert again.client.json("GET", f"/v1/customers/{customer}") == state, f"{customer}, {label}"
-            assert again.client.request("GET", "/v1/customers/rs-gone-1")[0] == 404, label
-            answer = again.client.json("POST", "/v1/score", {"customer_id": "rs-keep-2", "k": 5})
-            assert answer["personalized"] is True and answer["consent_basis"]["flags"]["sharing"] is False, label
-            assert "partner" not in {o["offer_id"] for o in answer["offers"]}, label
+            check_state(again, before, prefix="rs-", label=label)
         finally:
             again.stop()

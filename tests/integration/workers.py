@@ -18,7 +18,8 @@ from offerstream.client import ApiClient
 from stream.embedded.host import free_port
 from stream.embedded.process import EmbeddedBroker
 
-__all__ = ["BROKER_KINDS", "WorkerProcess", "wait_until", "group_settled", "worker_group", "running_broker"]
+__all__ = ["BROKER_KINDS", "WorkerProcess", "wait_until", "group_settled", "worker_group", "broker_and_workers",
+           "running_broker"]
 
 #: The brokers the integration tests run on (``tests/conftest.py``'s ``broker`` fixture).
 BROKER_KINDS = ("tansu", "kafka")
@@ -148,14 +149,14 @@ def running_broker(kind: str, workdir: Path) -> Iterator[Any]:
 
 
 @contextmanager
-def worker_group(n_workers: int = 1, *, app_id: str = "bench", registry: Path | None = None,
-                 partitions: int = 4, env: dict[str, str] | None = None,
-                 settle_timeout: float = 90.0, broker: str = "tansu") -> Iterator[list[Any]]:
-    """A broker of kind ``broker`` (:func:`running_broker`) plus ``n_workers`` real
-    ``offerstream serve`` processes in one group.
+def broker_and_workers(n_workers: int = 1, *, app_id: str = "bench", registry: Path | None = None,
+                       partitions: int = 4, env: dict[str, str] | None = None,
+                       settle_timeout: float = 90.0, broker: str = "tansu") -> Iterator[tuple[Any, list[Any]]]:
+    """A fresh broker of kind ``broker`` (:func:`running_broker`) plus ``n_workers`` real
+    ``offerstream serve`` processes in one group; yields ``(broker, workers)``.
 
-    Yields the started :class:`tests.integration.workers.WorkerProcess` objects once every worker
-    is ready and the group holds disjoint, complete partition sets. Everything is stopped after.
+    The workers are started and the group holds disjoint, complete partition sets before it
+    yields. Everything is stopped after.
     """
     with tempfile.TemporaryDirectory(prefix=f"offerstream-{app_id}-") as tmp:
         root = Path(tmp)
@@ -164,11 +165,20 @@ def worker_group(n_workers: int = 1, *, app_id: str = "bench", registry: Path | 
                                      partitions=partitions, env=env) for i in range(n_workers)]
             try:
                 for w in workers:
-                    w.start(timeout=60.0 if broker == "tansu" else 120.0)
-
+                    w.start(timeout=60.0 if broker == "tansu" else 180.0)
                 wait_until(lambda: group_settled(workers, partitions), timeout=settle_timeout, interval=0.3,
                            what=f"a group of {n_workers} worker(s) to settle")
-                yield workers
+                yield running, workers
             finally:
                 for w in reversed(workers):
                     w.stop()
+
+
+@contextmanager
+def worker_group(n_workers: int = 1, *, app_id: str = "bench", registry: Path | None = None,
+                 partitions: int = 4, env: dict[str, str] | None = None,
+                 settle_timeout: float = 90.0, broker: str = "tansu") -> Iterator[list[Any]]:
+    """:func:`broker_and_workers`, yielding only the workers."""
+    with broker_and_workers(n_workers, app_id=app_id, registry=registry, partitions=partitions, env=env,
+                            settle_timeout=settle_timeout, broker=broker) as (_, workers):
+        yield workers
