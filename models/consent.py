@@ -44,6 +44,8 @@ __all__ = [
     "parse_update",
     "apply_update",
     "restrict",
+    "set_tcf_basis",
+    "tcf_basis",
 ]
 
 FLAGS = ("profile", "personalize", "marketing", "measurement", "training", "sharing")
@@ -56,6 +58,31 @@ GCM_RESTRICTS = {
     "ad_storage": (),
 }
 MAX_DISMISSED = 500
+DEFAULT_TCF_BASIS = "purposes"
+# The installation's TCF basis (``OFFERSTREAM_TCF_BASIS``), set once at start-up by
+# :func:`stream.settings.load_settings`. A process-wide value, not a parameter threaded through every
+# caller, because every TC string the process reads must be read under the same basis.
+_tcf_basis = DEFAULT_TCF_BASIS
+
+
+def set_tcf_basis(basis: str) -> None:
+    """Set the TCF basis every later TC string is read under (see :func:`models.tcf.parse_basis`).
+
+    Raises
+    ------
+    InvalidConsent
+        Field ``"tcf.basis"`` for a value that is not a basis; the current basis is kept.
+    """
+    from models import tcf
+
+    tcf.parse_basis(basis)
+    global _tcf_basis
+    _tcf_basis = basis
+
+
+def tcf_basis() -> str:
+    """The TCF basis TC strings are read under now (``purposes`` unless configured)."""
+    return _tcf_basis
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +111,10 @@ class ConsentUpdate:
         return out
 
 
-def parse_update(body: Any, *, header_gpc: bool = False) -> ConsentUpdate:
+def parse_update(body: Any, *, header_gpc: bool = False, basis: str | None = None) -> ConsentUpdate:
     """Validate a consent body ``{flags?, tcf?, gcm?, gpc?}``.
+
+    A TC string is read under ``basis`` (default: the configured :func:`tcf_basis`).
 
     Raises
     ------
@@ -102,7 +131,7 @@ def parse_update(body: Any, *, header_gpc: bool = False) -> ConsentUpdate:
         proposals["explicit"] = _parse_flags(body["flags"])
     tc_hash = None
     if body.get("tcf") is not None:
-        proposals["tcf"], tc_hash = _parse_tcf(body["tcf"])
+        proposals["tcf"], tc_hash = _parse_tcf(body["tcf"], _tcf_basis if basis is None else basis)
     if body.get("gcm") is not None:
         proposals["gcm"] = _parse_gcm(body["gcm"])
     gpc = body.get("gpc")
@@ -126,13 +155,13 @@ def _parse_flags(flags: Any) -> dict[str, bool]:
     return out
 
 
-def _parse_tcf(tc: Any) -> tuple[dict[str, bool], str]:
+def _parse_tcf(tc: Any, basis: str) -> tuple[dict[str, bool], str]:
     if not isinstance(tc, str):
         raise InvalidConsent("tcf", "must be a TC string")
     from models import tcf  # local import: the decoder is optional for callers without TCF
 
     decoded = tcf.decode_tc_string(tc)
-    return dict(tcf.tcf_flags(decoded)), hashlib.sha256(tc.encode()).hexdigest()
+    return dict(tcf.flags_for_basis(decoded, basis)), hashlib.sha256(tc.encode()).hexdigest()
 
 
 def _parse_gcm(gcm: Any) -> dict[str, bool]:

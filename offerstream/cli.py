@@ -29,8 +29,13 @@ def _serve(args: argparse.Namespace) -> int:
     from stream.settings import load_settings
     from stream.worker import Worker
 
-    settings = load_settings(broker=args.broker, port=args.port, data_dir=args.data_dir,
-                             host=args.host, partitions=args.partitions, **_security_overrides(args))
+    try:
+        settings = load_settings(broker=args.broker, port=args.port, data_dir=args.data_dir, host=args.host,
+                                 partitions=args.partitions, tcf_basis=args.tcf_basis,
+                                 **_security_overrides(args))
+    except ValueError as exc:  # a bad setting, named by load_settings
+        _usage_error(f"offerstream: {exc}")
+        raise  # unreachable
     if settings.broker is None and settings.broker_security_protocol != "PLAINTEXT":
         _usage_error(f"offerstream: OFFERSTREAM_BROKER_SECURITY_PROTOCOL={settings.broker_security_protocol} "
                      "needs --broker (the embedded broker is plaintext on loopback)")
@@ -290,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="HTTP host to bind and advertise (default 127.0.0.1)")
     serve.add_argument("--data-dir", type=Path, help="local state directory (default ./offerstream-data)")
     serve.add_argument("--partitions", type=int, help="partitions of events and tables (default 4)")
+    serve.add_argument("--tcf-basis", help="which TC string consents count: purposes (default), publisher, "
+                       "publisher:<id> or vendor:<id> (OFFERSTREAM_TCF_BASIS)")
     _add_security_flags(serve)
     serve.set_defaults(func=_serve)
 

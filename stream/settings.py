@@ -10,9 +10,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from models.consent import DEFAULT_TCF_BASIS, set_tcf_basis
+from models.errors import InvalidConsent
 from models.ledger import read_hash_key
 
-__all__ = ["Settings", "load_settings", "load_broker_security"]
+__all__ = ["Settings", "load_settings", "load_broker_security", "use_tcf_basis"]
 
 SECRET_FIELDS = frozenset({"api_key", "score_key", "hash_key", "broker_password"})
 
@@ -41,6 +43,10 @@ class Settings:
         How often workers look for a newly promoted model.
     exploration : str
         ``greedy`` (default), ``epsilon:E`` or ``softmax:T``; see :mod:`models.exploration`.
+    tcf_basis : str
+        Which consents of a TC string speak for the flags (``OFFERSTREAM_TCF_BASIS``):
+        ``purposes`` (default), ``publisher``, ``publisher:<id>`` or ``vendor:<id>``; see
+        :func:`models.tcf.parse_basis`. :func:`load_settings` installs it for the process.
     registry : Path or None
         A model registry shared by several workers (default: ``data_dir/models``).
     broker_kind : str
@@ -73,6 +79,7 @@ class Settings:
     model_poll_s: float = 2.0
     log_level: str = "WARNING"
     exploration: str = "greedy"
+    tcf_basis: str = DEFAULT_TCF_BASIS
     registry: Path | None = None
     store: str = "offerstream-rocksdb://"
     event_loop: str = ""  # "uvloop", "asyncio", or "" = uvloop where installed
@@ -172,6 +179,7 @@ def load_settings(**overrides: Any) -> Settings:
         "log_level": env.get("OFFERSTREAM_LOG_LEVEL", "WARNING"),
         "model_poll_s": float(env.get("OFFERSTREAM_MODEL_POLL_S", "2.0")),
         "exploration": env.get("OFFERSTREAM_EXPLORATION", "greedy"),
+        "tcf_basis": env.get("OFFERSTREAM_TCF_BASIS") or DEFAULT_TCF_BASIS,
         "event_loop": env.get("OFFERSTREAM_EVENT_LOOP", ""),
         "registry": Path(env["OFFERSTREAM_REGISTRY"]) if env.get("OFFERSTREAM_REGISTRY") else None,
         "broker_kind": env.get("OFFERSTREAM_BROKER_KIND", ""),
@@ -182,4 +190,19 @@ def load_settings(**overrides: Any) -> Settings:
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["data_dir"] = Path(values["data_dir"]).resolve()
     settings = Settings(**_normalized_security(values))
+    use_tcf_basis(settings.tcf_basis)
     return replace(settings, hash_key=_hash_key(settings.data_dir))
+
+
+def use_tcf_basis(basis: str) -> None:
+    """Read every later TC string of this process under ``basis``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``OFFERSTREAM_TCF_BASIS`` (or ``--tcf-basis``) and what is wrong with the value.
+    """
+    try:
+        set_tcf_basis(basis)
+    except InvalidConsent as exc:
+        raise ValueError(f"OFFERSTREAM_TCF_BASIS (--tcf-basis): {exc.reason}") from None

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web as aioweb
 
+from models.consent import tcf_basis
 from models.decision import CandidateCache, decide, parse_score_request
 from stream.audit import AuditLog
 from stream.catalogue import Catalogue
@@ -61,6 +62,7 @@ class ScoreApi:
             now_ms(), decision_id(), self.hash_key, self.exploration, cache=self.candidates,
         )
         decided = time.thread_time()
+        record["tcf_basis"] = tcf_basis()  # which TC string consents the flags were read under
         self.audit.add(record["customer_hash"], record)  # batched; sent within a few ms
         self.metrics.inc(f'decisions_total{{mode="{record["mode"]}"}}')
         reply = json_response(response)
