@@ -262,6 +262,7 @@ def test_decisions_are_audited_without_raw_ids_or_tc_strings(worker: WorkerProce
     assert record["consent_basis"]["sources"]["profile"] == "tcf"
     assert record["consent_basis"]["sources"]["marketing"] == "explicit"
     assert record["consent_basis"]["epoch"] == 1
+    assert record["tcf_basis"] == "purposes"  # the TCF basis the worker decides under (the default)
     assert [o["offer_id"] for o in record["offers"]] == [o["offer_id"] for o in answer["offers"]]
     assert record["filtered"] == answer["filtered"]
     log = worker.log_path.read_text(errors="replace")
