@@ -94,9 +94,8 @@ class LogReader:
                 for record in batch.get(tp, []):
                     if record.offset >= stop:
                         return found
-                    if record.offset >= start:
-                        found.append(record)
-                if (found and found[-1].offset == stop - 1) or await reader.position(tp) >= stop:
+                    found.append(record)  # the seek makes every record at or past ``start``
+                if await reader.position(tp) >= stop:
                     return found
 
     async def stop(self) -> None:
