@@ -3,7 +3,7 @@
 A customer's consent is six flags (:data:`FLAGS`). Unknown consent is everything off. Signals:
 
 - explicit flags (``{"flags": {"profile": true, ...}}``) grant or revoke;
-- an IAB TCF v2.2 TC string (``"tcf"``) grants or revokes the flags it maps to
+- an IAB TCF v2.2 or v2.3 TC string (``"tcf"``) grants or revokes the flags it maps to
   (see :mod:`models.tcf`);
 - Google Consent Mode v2 (``"gcm"``) and Global Privacy Control (``"gpc"``) only ever restrict.
 
@@ -44,8 +44,8 @@ __all__ = [
     "parse_update",
     "apply_update",
     "restrict",
-    "set_tcf_basis",
-    "tcf_basis",
+    "check_tcf_basis",
+    "DEFAULT_TCF_BASIS",
 ]
 
 FLAGS = ("profile", "personalize", "marketing", "measurement", "training", "sharing")
@@ -59,30 +59,23 @@ GCM_RESTRICTS = {
 }
 MAX_DISMISSED = 500
 DEFAULT_TCF_BASIS = "purposes"
-# The installation's TCF basis (``OFFERSTREAM_TCF_BASIS``), set once at start-up by
-# :func:`stream.settings.load_settings`. A process-wide value, not a parameter threaded through every
-# caller, because every TC string the process reads must be read under the same basis.
-_tcf_basis = DEFAULT_TCF_BASIS
 
 
-def set_tcf_basis(basis: str) -> None:
-    """Set the TCF basis every later TC string is read under (see :func:`models.tcf.parse_basis`).
+def check_tcf_basis(basis: str) -> str:
+    """Return ``basis`` if it is a TCF basis (see :func:`models.tcf.parse_basis`).
+
+    The basis is a setting of the installation (``OFFERSTREAM_TCF_BASIS``); callers hold it and
+    pass it to :func:`parse_update` explicitly.
 
     Raises
     ------
     InvalidConsent
-        Field ``"tcf.basis"`` for a value that is not a basis; the current basis is kept.
+        Field ``"tcf.basis"`` for a value that is not a basis.
     """
     from models import tcf
 
     tcf.parse_basis(basis)
-    global _tcf_basis
-    _tcf_basis = basis
-
-
-def tcf_basis() -> str:
-    """The TCF basis TC strings are read under now (``purposes`` unless configured)."""
-    return _tcf_basis
+    return basis
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +88,13 @@ class ConsentUpdate:
         ``{source: {flag: value}}`` with source in ``explicit``, ``tcf``, ``gcm``, ``gpc``.
     tc_hash : str or None
         SHA-256 of the TC string, if one was given (the text itself is never kept).
+    tcf_basis : str or None
+        The TCF basis the TC string was read under (``None`` if the update had no TC string).
     """
 
     proposals: dict[str, dict[str, bool]]
     tc_hash: str | None = None
+    tcf_basis: str | None = None
 
     def merged(self) -> dict[str, tuple[bool, str]]:
         """Most restrictive value per named flag, with the source that decided it."""
@@ -111,10 +107,11 @@ class ConsentUpdate:
         return out
 
 
-def parse_update(body: Any, *, header_gpc: bool = False, basis: str | None = None) -> ConsentUpdate:
+def parse_update(body: Any, *, header_gpc: bool = False, basis: str = DEFAULT_TCF_BASIS) -> ConsentUpdate:
     """Validate a consent body ``{flags?, tcf?, gcm?, gpc?}``.
 
-    A TC string is read under ``basis`` (default: the configured :func:`tcf_basis`).
+    A TC string is read under ``basis`` (the installation's ``OFFERSTREAM_TCF_BASIS``, which the
+    caller holds; default ``purposes``).
 
     Raises
     ------
@@ -129,9 +126,10 @@ def parse_update(body: Any, *, header_gpc: bool = False, basis: str | None = Non
     proposals: dict[str, dict[str, bool]] = {}
     if body.get("flags") is not None:
         proposals["explicit"] = _parse_flags(body["flags"])
-    tc_hash = None
+    tc_hash = read_under = None
     if body.get("tcf") is not None:
-        proposals["tcf"], tc_hash = _parse_tcf(body["tcf"], _tcf_basis if basis is None else basis)
+        proposals["tcf"], tc_hash = _parse_tcf(body["tcf"], basis)
+        read_under = basis
     if body.get("gcm") is not None:
         proposals["gcm"] = _parse_gcm(body["gcm"])
     gpc = body.get("gpc")
@@ -139,7 +137,7 @@ def parse_update(body: Any, *, header_gpc: bool = False, basis: str | None = Non
         raise InvalidConsent("gpc", "must be a boolean")
     if gpc or header_gpc:
         proposals["gpc"] = {"sharing": False}
-    return ConsentUpdate(proposals=proposals, tc_hash=tc_hash)
+    return ConsentUpdate(proposals=proposals, tc_hash=tc_hash, tcf_basis=read_under)
 
 
 def _parse_flags(flags: Any) -> dict[str, bool]:
@@ -273,6 +271,7 @@ class ConsentChange:
     granted: list[str]
     revoked: list[str]
     ignored: list[str]  # grants older than the flag's last revocation
+    tcf_basis: str | None = None  # the TCF basis a TC string of the update was read under
 
 
 def apply_update(state: ConsentState, update: ConsentUpdate, ts_ms: int) -> ConsentChange:
@@ -296,7 +295,7 @@ def apply_update(state: ConsentState, update: ConsentUpdate, ts_ms: int) -> Cons
         new.tc_hash = update.tc_hash
     if granted or revoked or update.tc_hash is not None:
         new.epoch += 1
-    return ConsentChange(state=new, granted=granted, revoked=revoked, ignored=ignored)
+    return ConsentChange(state=new, granted=granted, revoked=revoked, ignored=ignored, tcf_basis=update.tcf_basis)
 
 
 def restrict(flags: dict[str, bool], update: ConsentUpdate | None) -> dict[str, bool]:

@@ -41,7 +41,7 @@ import enum
 from collections.abc import Callable, Container
 from typing import Protocol, cast
 
-from models.consent import ConsentState, apply_update, parse_update
+from models.consent import DEFAULT_TCF_BASIS, ConsentState, apply_update, parse_update
 from models.events import Event
 from models.profile import Profile
 
@@ -110,8 +110,11 @@ def erased(erasures: Erasures | Container[str] | None, event: Event) -> bool:
 
 
 def apply_event(state: CustomerState, event: Event,
-                erasures: Erasures | Container[str] | None = None) -> Outcome:
+                erasures: Erasures | Container[str] | None = None, *,
+                tcf_basis: str = DEFAULT_TCF_BASIS) -> Outcome:
     """Apply one event to a customer's state by the rule of this module; say what it did.
+
+    A ``consent`` event's TC string is read under ``tcf_basis`` (the installation's setting).
 
     Raises
     ------
@@ -122,7 +125,7 @@ def apply_event(state: CustomerState, event: Event,
     if erased(erasures, event):
         return Outcome.ERASED
     if event.type == "consent":
-        update = parse_update(event.get("consent"))
+        update = parse_update(event.get("consent"), basis=tcf_basis)
         change = apply_update(state.read_consent(cid), update, event.ts)
         state.write_consent(cid, change.state)
         if "profile" in change.revoked:

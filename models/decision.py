@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from models.catalog import Offer, ineligibility
-from models.consent import ConsentState, ConsentUpdate, parse_update, restrict
+from models.consent import DEFAULT_TCF_BASIS, ConsentState, ConsentUpdate, parse_update, restrict
 from models.errors import InvalidConsent, InvalidRequest
 from models.exploration import Exploration, choose
 from models.features import (
@@ -57,8 +57,8 @@ class ScoreRequest:
     consent: ConsentUpdate | None
 
 
-def parse_score_request(body: Any, *, header_gpc: bool = False) -> ScoreRequest:
-    """Validate ``{customer_id, k, context?, candidates?, consent?}``.
+def parse_score_request(body: Any, *, header_gpc: bool = False, tcf_basis: str = DEFAULT_TCF_BASIS) -> ScoreRequest:
+    """Validate ``{customer_id, k, context?, candidates?, consent?}``; a TC string is read under ``tcf_basis``.
 
     Raises
     ------
@@ -85,7 +85,7 @@ def parse_score_request(body: Any, *, header_gpc: bool = False) -> ScoreRequest:
     if body.get("consent") is not None or header_gpc:
         try:
             given = body.get("consent")
-            consent = parse_update({} if given is None else given, header_gpc=header_gpc)
+            consent = parse_update({} if given is None else given, header_gpc=header_gpc, basis=tcf_basis)
         except InvalidConsent as exc:
             raise InvalidRequest(f"consent.{exc.field}".rstrip("."), exc.reason) from None
     return ScoreRequest(cid, k, parse_context(body.get("context")), candidates, consent)

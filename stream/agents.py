@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from models.consent import DEFAULT_TCF_BASIS
 from models.customer_state import apply_event
 from models.errors import InvalidConsent, InvalidEvent
 from models.events import Event, parse_payload
@@ -42,7 +43,8 @@ class Ingest:
 
     ``owner_of`` maps a customer id to the ``events`` partition that owns it
     (:meth:`stream.placement.Placement.events_partition`); ``processed`` is the next offset to
-    process per partition (:attr:`stream.readiness.Readiness.processed`).
+    process per partition (:attr:`stream.readiness.Readiness.processed`); ``tcf_basis`` is the
+    installation's ``OFFERSTREAM_TCF_BASIS``, under which ``consent`` events' TC strings are read.
     """
 
     topology: Topology
@@ -52,6 +54,7 @@ class Ingest:
     local_log: LocalLog
     metrics: Metrics
     processed: dict[int, int]
+    tcf_basis: str = DEFAULT_TCF_BASIS
 
     async def handle(self, key: bytes | None, value: bytes | None, message: Any) -> None:
         """Decode a message and apply, re-route or dead-letter each of its events."""
@@ -88,7 +91,8 @@ class Ingest:
         if self.live.already_applied(item.customer_id, message.offset):
             return "replayed"  # the stored profile already holds this message
         try:
-            result = apply_event(self.live, item, self.ledger)  # the one event rule (models/customer_state.py)
+            # the one event rule (models/customer_state.py)
+            result = apply_event(self.live, item, self.ledger, tcf_basis=self.tcf_basis)
         except InvalidConsent as exc:
             await self._dead_letter(key, item.data, InvalidEvent(f"consent.{exc.field}", exc.reason), message, index)
             return None

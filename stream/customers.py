@@ -72,7 +72,7 @@ class Customers:
         return {
             "customer_id": customer_id, "consent": change.state.basis(),
             "granted": change.granted, "revoked": change.revoked, "ignored": change.ignored,
-            "profile_erased": erased,
+            "profile_erased": erased, "tcf_basis": change.tcf_basis,
         }
 
     def access_report(self, customer_id: str) -> dict[str, Any]:

@@ -72,6 +72,8 @@ class LocalLog:
         event = {"event_id": f"api-consent-{uuid.uuid4().hex}", "type": "consent",
                  "customer_id": customer_id, "ts": ts, "consent": {"flags": flags},
                  "source": "api", "tc_hash": change.state.tc_hash, SEQ_FIELD: self._next_seq()}
+        if change.tcf_basis is not None:  # the TCF basis the call's TC string was read under
+            event["tcf_basis"] = change.tcf_basis
         self.archive.append([(ts, orjson.dumps(event))])
         self.archive.flush(fsync=True)
 

@@ -114,7 +114,7 @@ def _event_schemas() -> dict[str, Any]:
 def _consent_schemas() -> dict[str, Any]:
     update = _obj({
         "flags": _flag_map({"type": "boolean"}),
-        "tcf": _str(minLength=1, description="IAB TCF v2.2 TC string, decoded strictly"),
+        "tcf": _str(minLength=1, description="IAB TCF v2.2 or v2.3 TC string, decoded strictly"),
         "gcm": _obj({name: _str(enum=["granted", "denied"]) for name in GCM_FIELDS},
                     additionalProperties=False, description="Google Consent Mode v2 (only restricts)"),
         "gpc": {"type": "boolean", "description": "Global Privacy Control (only restricts; also `Sec-GPC: 1`)"},

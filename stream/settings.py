@@ -10,11 +10,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from models.consent import DEFAULT_TCF_BASIS, set_tcf_basis
+from models.consent import DEFAULT_TCF_BASIS, check_tcf_basis
 from models.errors import InvalidConsent
 from models.ledger import read_hash_key
 
-__all__ = ["Settings", "load_settings", "load_broker_security", "use_tcf_basis"]
+__all__ = ["Settings", "load_settings", "load_broker_security", "checked_tcf_basis"]
 
 SECRET_FIELDS = frozenset({"api_key", "score_key", "hash_key", "broker_password"})
 
@@ -46,7 +46,8 @@ class Settings:
     tcf_basis : str
         Which consents of a TC string speak for the flags (``OFFERSTREAM_TCF_BASIS``):
         ``purposes`` (default), ``publisher``, ``publisher:<id>`` or ``vendor:<id>``; see
-        :func:`models.tcf.parse_basis`. :func:`load_settings` installs it for the process.
+        :func:`models.tcf.parse_basis`. Handed explicitly to whatever reads a TC string (the ingest
+        agent, the consent and score calls); :func:`load_settings` checks it.
     registry : Path or None
         A model registry shared by several workers (default: ``data_dir/models``).
     broker_kind : str
@@ -190,12 +191,12 @@ def load_settings(**overrides: Any) -> Settings:
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["data_dir"] = Path(values["data_dir"]).resolve()
     settings = Settings(**_normalized_security(values))
-    use_tcf_basis(settings.tcf_basis)
+    checked_tcf_basis(settings.tcf_basis)
     return replace(settings, hash_key=_hash_key(settings.data_dir))
 
 
-def use_tcf_basis(basis: str) -> None:
-    """Read every later TC string of this process under ``basis``.
+def checked_tcf_basis(basis: str) -> str:
+    """``basis`` if it is a TCF basis (``OFFERSTREAM_TCF_BASIS``).
 
     Raises
     ------
@@ -203,6 +204,6 @@ def use_tcf_basis(basis: str) -> None:
         Naming ``OFFERSTREAM_TCF_BASIS`` (or ``--tcf-basis``) and what is wrong with the value.
     """
     try:
-        set_tcf_basis(basis)
+        return check_tcf_basis(basis)
     except InvalidConsent as exc:
         raise ValueError(f"OFFERSTREAM_TCF_BASIS (--tcf-basis): {exc.reason}") from None

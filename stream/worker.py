@@ -112,7 +112,8 @@ class Worker:
         self.log_reader = LogReader(bootstrap, app.conf.id)
         self.order = DeliveryOrder(self.log_reader)
         register_agents(app, Ingest(topology, self.live, self.ledger, self.placement.events_partition,
-                                    self.local_log, self.metrics, self.readiness.processed),
+                                    self.local_log, self.metrics, self.readiness.processed,
+                                    tcf_basis=settings.tcf_basis),
                         order=self.order)
         self._mount_routes(static_dir)
         self._register_tasks()
@@ -132,10 +133,11 @@ class Worker:
         freeze_when_ready(app, lambda: self.readiness.recovered() and self.catalogue.ready.is_set())
         score = ScoreApi(placement=self.placement, live=self.live, catalogue=self.catalogue, model=self.model,
                          exploration=parse_exploration(settings.exploration), audit=audit, metrics=self.metrics,
-                         score_key=settings.score_key, hash_key=settings.hash_key, changelog=changelog)
+                         score_key=settings.score_key, hash_key=settings.hash_key, changelog=changelog,
+                         tcf_basis=settings.tcf_basis)
         routes = route_table(
             EventsApi(self.customers, self.metrics, settings.api_key), score,
-            CustomersApi(self.customers, self.placement, settings.api_key, changelog),
+            CustomersApi(self.customers, self.placement, settings.api_key, changelog, settings.tcf_basis),
             OffersApi(self.topology.offers, self.catalogue, settings.api_key),
             OpsApi(self.readiness, self.render_metrics, settings.url, static_dir))
         mount(cast(Any, app.web).web_app, routes, static_dir)

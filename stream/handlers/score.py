@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web as aioweb
 
-from models.consent import tcf_basis
+from models.consent import DEFAULT_TCF_BASIS
 from models.decision import CandidateCache, decide, parse_score_request
 from stream.audit import AuditLog
 from stream.catalogue import Catalogue
@@ -38,17 +38,19 @@ class ScoreApi:
 
     def __init__(self, *, placement: Placement, live: LiveState, catalogue: Catalogue, model: Any,
                  exploration: Any, audit: AuditLog, metrics: Metrics, score_key: str | None,
-                 hash_key: bytes, changelog: str) -> None:
+                 hash_key: bytes, changelog: str, tcf_basis: str = DEFAULT_TCF_BASIS) -> None:
         self.placement, self.live, self.catalogue, self.model = placement, live, catalogue, model
         self.exploration, self.audit, self.metrics = exploration, audit, metrics
         self.score_key, self.hash_key, self.changelog = score_key, hash_key, changelog
+        self.tcf_basis = tcf_basis  # OFFERSTREAM_TCF_BASIS: how a request's TC string is read
         self.candidates = CandidateCache()  # the same catalogue objects hit on every request
 
     async def post(self, request: aioweb.Request) -> aioweb.Response:
         """Rank offers for a customer under their consent; answer and audit the decision."""
         started, cpu_started = time.perf_counter(), time.thread_time()
         check_key(request, self.score_key)
-        score_request = parse_score_request(await read_json(request), header_gpc=gpc(request))
+        score_request = parse_score_request(await read_json(request), header_gpc=gpc(request),
+                                            tcf_basis=self.tcf_basis)
         forwarded = await self.placement.forward_if_remote(request, score_request.customer_id, self.changelog)
         if forwarded is not None:
             return forwarded
@@ -62,7 +64,7 @@ class ScoreApi:
             now_ms(), decision_id(), self.hash_key, self.exploration, cache=self.candidates,
         )
         decided = time.thread_time()
-        record["tcf_basis"] = tcf_basis()  # which TC string consents the flags were read under
+        record["tcf_basis"] = self.tcf_basis  # which TC string consents the flags were read under
         self.audit.add(record["customer_hash"], record)  # batched; sent within a few ms
         self.metrics.inc(f'decisions_total{{mode="{record["mode"]}"}}')
         reply = json_response(response)

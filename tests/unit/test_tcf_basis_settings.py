@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 
 from models import consent
-from models.consent import parse_update, set_tcf_basis, tcf_basis
+from models.consent import ConsentState, apply_update, check_tcf_basis, parse_update
+from models.customer_state import DictState, apply_event
+from models.decision import parse_score_request
 from models.errors import InvalidConsent
+from models.events import parse_event
 from models.tcf import PublisherTC, TCString, VendorSet, encode_tc_string
 from offerstream.cli import build_parser, main
 from stream.settings import load_settings
@@ -26,13 +29,6 @@ ALL_TRUE = {"profile": True, "personalize": True, "measurement": True, "training
 ALL_FALSE = dict.fromkeys(ALL_TRUE, False)
 
 
-@pytest.fixture(autouse=True)
-def _restore_basis() -> Iterator[None]:
-    before = tcf_basis()
-    yield
-    set_tcf_basis(before)
-
-
 def test_default_basis_is_purposes() -> None:
     assert consent.DEFAULT_TCF_BASIS == "purposes"
 
@@ -41,18 +37,33 @@ def test_default_basis_is_purposes() -> None:
     ("purposes", ALL_TRUE), ("vendor:9", ALL_TRUE), ("vendor:12", ALL_FALSE),
     ("publisher", ALL_FALSE), ("publisher:9", ALL_FALSE),
 ])
-def test_consent_update_reads_the_tc_string_under_the_configured_basis(basis: str, expected: dict) -> None:
-    set_tcf_basis(basis)
-    assert parse_update({"tcf": GLOBAL_ONLY}).proposals["tcf"] == expected
-    set_tcf_basis("purposes")
-    assert parse_update({"tcf": GLOBAL_ONLY}, basis=basis).proposals["tcf"] == expected  # explicit wins
+def test_consent_update_reads_the_tc_string_under_the_given_basis(basis: str, expected: dict) -> None:
+    update = parse_update({"tcf": GLOBAL_ONLY}, basis=basis)
+    assert update.proposals["tcf"] == expected
+    assert update.tcf_basis == basis  # the change names the basis it was read under
+    assert apply_update(ConsentState.unknown(), update, 1000).tcf_basis == basis
+    request = parse_score_request({"customer_id": "c", "consent": {"tcf": GLOBAL_ONLY}}, tcf_basis=basis)
+    assert request.consent is not None and request.consent.proposals["tcf"] == expected
 
 
-def test_a_bad_basis_is_refused_and_the_current_one_kept() -> None:
-    set_tcf_basis("vendor:9")
+def test_without_a_basis_a_tc_string_is_read_under_purposes_and_flags_alone_name_none() -> None:
+    assert parse_update({"tcf": GLOBAL_ONLY}).tcf_basis == "purposes"
+    assert parse_update({"flags": {"profile": True}}, basis="publisher").tcf_basis is None
+
+
+@pytest.mark.parametrize(("basis", "granted"), [("purposes", True), ("vendor:12", False)])
+def test_a_consent_event_is_applied_under_the_basis_the_caller_holds(basis: str, granted: bool) -> None:
+    state = DictState()
+    event = parse_event({"event_id": "e1", "type": "consent", "customer_id": "c", "ts": 1_780_000_000_000,
+                         "consent": {"tcf": GLOBAL_ONLY}})
+    apply_event(state, event, tcf_basis=basis)
+    assert state.read_consent("c").flags["personalize"] is granted
+
+
+def test_a_bad_basis_is_refused_naming_the_field() -> None:
+    assert check_tcf_basis("vendor:9") == "vendor:9"
     with pytest.raises(InvalidConsent, match="tcf.basis"):
-        set_tcf_basis("vendor:nine")
-    assert tcf_basis() == "vendor:9"
+        check_tcf_basis("vendor:nine")
 
 
 def test_v23_string_without_disclosed_vendors_is_an_invalid_consent_update() -> None:
@@ -62,16 +73,13 @@ def test_v23_string_without_disclosed_vendors_is_an_invalid_consent_update() -> 
     assert excinfo.value.field == "tcf.disclosed_vendors"
 
 
-def test_setting_from_the_environment_installs_the_basis(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_setting_from_the_environment_and_the_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("OFFERSTREAM_HASH_KEY", "k")
     monkeypatch.setenv("OFFERSTREAM_TCF_BASIS", "publisher")
     assert load_settings(data_dir=tmp_path).tcf_basis == "publisher"
-    assert tcf_basis() == "publisher"
     assert load_settings(data_dir=tmp_path, tcf_basis="vendor:755").tcf_basis == "vendor:755"  # CLI wins
-    assert tcf_basis() == "vendor:755"
     monkeypatch.delenv("OFFERSTREAM_TCF_BASIS")
     assert load_settings(data_dir=tmp_path).tcf_basis == "purposes"
-    assert tcf_basis() == "purposes"
 
 
 @pytest.mark.parametrize("bad", ["vendor", "vendor:0", "everything", "publisher:abc"])
@@ -94,3 +102,16 @@ def test_serve_with_a_bad_basis_exits_2_naming_the_setting(
         main(["serve", "--data-dir", str(tmp_path), "--tcf-basis", "vendors:9"])
     assert excinfo.value.code == 2
     assert "OFFERSTREAM_TCF_BASIS" in capsys.readouterr().err
+
+
+def test_a_consent_calls_archived_record_names_the_basis(tmp_path: Path) -> None:
+    from stream.local_log import LocalLog
+
+    log = LocalLog(tmp_path / "archive", tmp_path / "dead.jsonl", "w1")
+    update = parse_update({"tcf": GLOBAL_ONLY}, basis="vendor:9")
+    log.append_consent_call("c", apply_update(ConsentState.unknown(), update, 1_780_000_000_000), 1_780_000_000_000)
+    log.append_consent_call("d", apply_update(ConsentState.unknown(), parse_update({"flags": {"profile": True}}),
+                                              1_780_000_000_000), 1_780_000_000_000)
+    files = sorted((tmp_path / "archive").rglob("*.jsonl"))
+    lines = [orjson.loads(line) for f in files for line in f.read_bytes().splitlines()]
+    assert {rec["customer_id"]: rec.get("tcf_basis") for rec in lines} == {"c": "vendor:9", "d": None}
