@@ -9,6 +9,10 @@ Every error the core raises derives from one root, :class:`OfferstreamError`::
     │   ├── InvalidConsent                      a consent update or signal is malformed
     │   └── InvalidRequest                      a score request is malformed
     ├── ModelError                              a model bundle is missing, corrupt or mismatched
+    ├── InvalidToken                            a customer token is malformed, forged or expired
+    │   ├── TokenExpired                        ... expired (well-formed and correctly signed)
+    │   └── TokenForged                         ... its signature does not match the key
+    ├── TokenScope                              a token call names a customer other than the token's
     └── NotFound (also KeyError)                a customer or offer is unknown
 
 The core never decides HTTP status codes: ``stream/`` maps these classes to them.
@@ -25,6 +29,10 @@ __all__ = [
     "InvalidRequest",
     "ModelError",
     "NotFound",
+    "InvalidToken",
+    "TokenExpired",
+    "TokenForged",
+    "TokenScope",
 ]
 
 
@@ -79,3 +87,41 @@ class NotFound(OfferstreamError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; we want plain text
         return str(self.args[0]) if self.args else "not found"
+
+
+class InvalidToken(OfferstreamError):
+    """A customer token that cannot be trusted: malformed (this class), forged or expired (subclasses).
+
+    Parameters
+    ----------
+    reason : str
+        What is wrong, without echoing the token.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class TokenExpired(InvalidToken):
+    """A well-formed, correctly signed customer token whose expiry has passed."""
+
+
+class TokenForged(InvalidToken):
+    """A customer token whose signature does not match the installation's token key."""
+
+
+class TokenScope(OfferstreamError):
+    """A call with a customer token that names another customer (``field`` says where).
+
+    Parameters
+    ----------
+    field : str
+        Where the other customer id was found (``"customer_id"``, ``"[3].customer_id"``).
+    reason : str
+        What is wrong.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field, self.reason = field, reason
+        super().__init__(f"{field}: {reason}")

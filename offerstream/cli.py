@@ -1,4 +1,4 @@
-"""The ``offerstream`` command line: serve, demo, produce, train, topics, erase.
+"""The ``offerstream`` command line: serve, demo, produce, train, topics, erase, token.
 
 Each subcommand's options are in ``offerstream <command> --help``.
 """
@@ -271,6 +271,22 @@ def _erase(args: argparse.Namespace) -> int:
     return 0 if status == 200 else 1
 
 
+def _token(args: argparse.Namespace) -> int:
+    """Print a customer token for a shop's page (``OFFERSTREAM_TOKEN_KEY``; one-line error without it)."""
+    import os
+
+    from models.tokens import mint, token_key
+
+    text = os.environ.get("OFFERSTREAM_TOKEN_KEY")
+    if not text:
+        _usage_error("offerstream token: OFFERSTREAM_TOKEN_KEY is not set (the key the workers check tokens with)")
+    try:
+        print(mint(args.customer_id, token_key(str(text)), ttl_s=args.ttl))
+    except ValueError as exc:
+        _usage_error(f"offerstream token: {exc}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from offerstream.demo import run_demo
 
@@ -347,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--url", default="http://127.0.0.1:6066", help="any worker's base URL")
     erase.add_argument("--api-key", default=None, help="default: $OFFERSTREAM_API_KEY")
     erase.set_defaults(func=_erase)
+
+    token = sub.add_parser("token", help="mint a customer token for a shop's page ($OFFERSTREAM_TOKEN_KEY)")
+    token.add_argument("customer_id")
+    token.add_argument("--ttl", type=int, default=900, help="seconds the token is valid (default 900, at most 86400)")
+    token.set_defaults(func=_token)
     return parser
 
 

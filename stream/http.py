@@ -5,6 +5,9 @@ HTTP status codes are decided here and nowhere in the core:
 =======================================  ======
 ``models.errors.ValidationError``        400
 missing or wrong bearer key              401
+expired, forged or malformed token       401 (``models.errors.InvalidToken``)
+a token call for another customer        403 (``models.errors.TokenScope``)
+a token on a call it does not permit     403
 ``models.errors.NotFound``               404
 body over the size limit                 413
 no owner known / recovery in progress    503 with ``Retry-After``
@@ -24,7 +27,8 @@ from typing import Any
 import orjson
 from aiohttp import web as aioweb
 
-from models.errors import ModelError, NotFound, ValidationError
+from models.errors import InvalidToken, ModelError, NotFound, TokenScope, ValidationError
+from models.tokens import verify
 from stream.durable import ChangelogNotAcknowledged
 
 __all__ = [
@@ -37,9 +41,13 @@ __all__ = [
     "check_key",
     "read_json",
     "FORWARDED_HEADER",
+    "TOKEN_HEADER",
+    "token_customer",
+    "Cors",
 ]
 
 FORWARDED_HEADER = "X-Offerstream-Forwarded"
+TOKEN_HEADER = "X-Offerstream-Token"  # noqa: S105 - a header name, not a secret
 log = logging.getLogger("offerstream.http")
 
 
@@ -90,6 +98,11 @@ def failure_response(exc: Exception, request: aioweb.Request, where: str) -> aio
         return error_response(exc.status, exc.error, exc.detail, exc.headers)
     if isinstance(exc, ValidationError):
         return error_response(400, "invalid", str(exc), field=exc.field)
+    if isinstance(exc, InvalidToken):
+        return error_response(401, "invalid_token", exc.reason,
+                              {"WWW-Authenticate": 'OfferstreamToken realm="offerstream"'})
+    if isinstance(exc, TokenScope):
+        return error_response(403, "forbidden", str(exc), field=exc.field)
     if isinstance(exc, NotFound):
         return error_response(404, "not_found", str(exc))
     if isinstance(exc, ModelError):
@@ -105,7 +118,14 @@ def failure_response(exc: Exception, request: aioweb.Request, where: str) -> aio
 
 
 def check_key(request: aioweb.Request, key: str | None) -> None:
-    """Require ``Authorization: Bearer <key>`` when ``key`` is configured (timing-safe)."""
+    """Require ``Authorization: Bearer <key>`` when ``key`` is configured (timing-safe).
+
+    A customer token grants nothing here: a call carrying one gets a 403 (only the score and
+    event calls take tokens, through :func:`token_customer`).
+    """
+    if TOKEN_HEADER in request.headers:
+        raise ApiError(403, "forbidden", f"a customer token ({TOKEN_HEADER}) permits only POST /v1/score "
+                       "and POST /v1/events; this call needs the shop's API key from its backend")
     if key is None:
         return
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -113,6 +133,70 @@ def check_key(request: aioweb.Request, key: str | None) -> None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), key.encode()):
         raise ApiError(401, "unauthorized", "missing or wrong bearer key",
                        {"WWW-Authenticate": 'Bearer realm="offerstream"'})
+
+
+def token_customer(request: aioweb.Request, token_key: bytes | None) -> str | None:
+    """The customer id of the call's ``X-Offerstream-Token``, or ``None`` when it has no token.
+
+    Raises
+    ------
+    ApiError
+        401 if the call has a token but this installation takes none (``OFFERSTREAM_TOKEN_KEY``
+        unset).
+    models.errors.InvalidToken
+        Malformed, forged or expired (401).
+    """
+    token = request.headers.get(TOKEN_HEADER)
+    if token is None:
+        return None
+    if token_key is None:
+        raise ApiError(401, "invalid_token", "this installation takes no customer tokens: "
+                       "OFFERSTREAM_TOKEN_KEY is not set on the workers")
+    return verify(token, token_key)
+
+
+class Cors:
+    """CORS for the two calls a page makes with a token (score, events), for listed origins only.
+
+    Parameters
+    ----------
+    origins : tuple of str
+        ``OFFERSTREAM_CORS_ORIGINS``: exact origins (``https://shop.example``); empty = no
+        cross-origin calls at all.
+    """
+
+    ALLOW_HEADERS = f"Content-Type, {TOKEN_HEADER}"
+    MAX_AGE_S = "600"
+
+    def __init__(self, origins: tuple[str, ...] = ()) -> None:
+        self.origins = frozenset(origins)
+
+    def wrap(self, fn: Callable[[aioweb.Request], Awaitable[aioweb.Response]],
+             ) -> Callable[[aioweb.Request], Awaitable[aioweb.Response]]:
+        """``fn`` (already mapping failures to JSON) with CORS headers on its answers, errors included."""
+
+        @functools.wraps(fn)
+        async def wrapped(request: aioweb.Request) -> aioweb.Response:
+            response = await fn(request)
+            origin = request.headers.get("Origin")
+            if origin is not None:
+                response.headers["Vary"] = "Origin"
+                if origin in self.origins:
+                    response.headers["Access-Control-Allow-Origin"] = origin
+            return response
+
+        return wrapped
+
+    async def preflight(self, request: aioweb.Request) -> aioweb.Response:
+        """``OPTIONS``: 204 with the allowed method and headers for a listed origin, else 403."""
+        origin = request.headers.get("Origin", "")
+        if origin not in self.origins:
+            return error_response(403, "origin_not_allowed",
+                                  f"origin {origin or '(none)'} is not in OFFERSTREAM_CORS_ORIGINS", {"Vary": "Origin"})
+        return aioweb.Response(status=204, headers={
+            "Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": "POST",
+            "Access-Control-Allow-Headers": self.ALLOW_HEADERS, "Access-Control-Max-Age": self.MAX_AGE_S,
+            "Vary": "Origin"})
 
 
 async def read_json(request: aioweb.Request) -> Any:

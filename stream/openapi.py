@@ -28,6 +28,7 @@ ROUTES = (
     ("get", "/v1/customers/{customer_id}"), ("delete", "/v1/customers/{customer_id}"),
     ("put", "/v1/offers/{offer_id}"), ("get", "/v1/offers/{offer_id}"), ("get", "/v1/offers"),
     ("get", "/health"), ("get", "/metrics"), ("get", "/openapi.json"), ("get", "/demo"),
+    ("get", "/sdk/offerstream.js"),
 )
 
 OPEN_ACCESS = ("Access: when the worker runs with `OFFERSTREAM_API_KEY` set, write, consent, erasure, "
@@ -36,6 +37,13 @@ OPEN_ACCESS = ("Access: when the worker runs with `OFFERSTREAM_API_KEY` set, wri
                "With no key configured the call is open (each secured operation therefore also lists "
                "the empty security requirement `{}`). `/health`, `/metrics`, `/openapi.json` and "
                "`/demo` are always open: they carry no customer data and no secret.")
+BROWSER_ACCESS = ("Browser calls: `POST /v1/score` and `POST /v1/events` also take a customer token "
+                  "(`X-Offerstream-Token`, minted by the shop's backend with `OFFERSTREAM_TOKEN_KEY`) instead "
+                  "of a key. Such a call is for the token's customer only: a missing `customer_id` is "
+                  "filled in, another one gets `403`, an expired, forged or malformed token `401`, and "
+                  "nothing is stored. A token on any other call gets `403`. CORS headers and an `OPTIONS` "
+                  "preflight answer only the origins in `OFFERSTREAM_CORS_ORIGINS`. `/sdk/offerstream.js` "
+                  "(the browser kit) is open.")
 
 
 # ---- schema helpers -----------------------------------------------------------------------------
@@ -244,7 +252,24 @@ def _op(summary: str, tag: str, responses: dict[str, Any], *, key: str | None = 
 
 
 def _paths() -> dict[str, Any]:
-    return {**_customer_paths(), **_catalogue_and_operations_paths()}
+    paths = {**_customer_paths(), **_catalogue_and_operations_paths()}
+    for path in ("/v1/score", "/v1/events"):
+        _takes_token(paths[path]["post"])
+    paths["/sdk/offerstream.js"] = {"get": _op(
+        "The browser kit (JavaScript): consent from the CMP, GPC and Consent Mode; events; offers", "operations",
+        {"200": {"description": "the script", "content": {"text/javascript": {"schema": _str()}}},
+         "304": {"description": "the browser's copy (`If-None-Match`) is current"},
+         "404": _error("the kit is not installed")}, operation_id="sdk", security=[])}
+    return paths
+
+
+def _takes_token(op: dict[str, Any]) -> None:
+    """A call a shop's page may make with a customer token instead of a key (see BROWSER_ACCESS)."""
+    key = next(iter(op["security"][0]))
+    op["security"] = [{key: []}, {"customerToken": []}, {}]
+    op["responses"]["401"]["description"] += "; or the customer token is expired, forged or malformed"
+    op["responses"]["403"] = _error("a customer token call names another customer (`field` says where); "
+                                    "nothing is stored")
 
 
 def _customer_paths() -> dict[str, Any]:
@@ -348,7 +373,7 @@ def build_openapi(server_url: str) -> dict[str, Any]:
         "info": {"title": "offerstream", "version": VERSION, "description": (
             "Streaming, consent-aware personalization scorer. Errors are JSON `{error, detail}` "
             "(plus `field` for validation errors). Any worker answers any request: customer "
-            "calls are forwarded to the owning worker. " + OPEN_ACCESS)},
+            "calls are forwarded to the owning worker. " + OPEN_ACCESS + " " + BROWSER_ACCESS)},
         "servers": [{"url": server_url}],
         "tags": [{"name": n} for n in ("events", "score", "customers", "offers", "operations")],
         "paths": _paths(),
@@ -359,6 +384,10 @@ def build_openapi(server_url: str) -> dict[str, Any]:
                 "apiKey": {"type": "http", "scheme": "bearer", "description": bearer.format("OFFERSTREAM_API_KEY")},
                 "scoreKey": {"type": "http", "scheme": "bearer",
                              "description": bearer.format("OFFERSTREAM_SCORE_KEY")},
+                "customerToken": {"type": "apiKey", "in": "header", "name": "X-Offerstream-Token",
+                                  "description": "A customer token minted by the shop's backend "
+                                  "(`offerstream token ID`); taken only when `OFFERSTREAM_TOKEN_KEY` is set, "
+                                  "and only by the score and event calls, for the token's customer."},
             },
         },
     }

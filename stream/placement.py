@@ -21,7 +21,7 @@ from stream.topics import CONSENT_TABLE, EVENTS_TOPIC
 
 __all__ = ["Placement", "FORWARD_HEADERS"]
 
-FORWARD_HEADERS = ("authorization", "content-type", "sec-gpc")
+FORWARD_HEADERS = ("authorization", "content-type", "sec-gpc", "x-offerstream-token")
 FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
 PARTITION_CACHE = 1_000_000  # customers whose events partition is remembered
 

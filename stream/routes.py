@@ -20,7 +20,8 @@ from stream.handlers.events import EventsApi
 from stream.handlers.offers import OffersApi
 from stream.handlers.ops import OpsApi
 from stream.handlers.score import ScoreApi
-from stream.http import error_response, route_handler
+from stream.handlers.sdk import serve_sdk
+from stream.http import Cors, error_response, route_handler
 
 __all__ = ["Route", "route_table", "mount"]
 
@@ -52,15 +53,30 @@ def route_table(events: EventsApi, score: ScoreApi, customers: CustomersApi, off
         Route("GET", "/metrics", ops.metrics),
         Route("GET", "/openapi.json", ops.openapi),
         Route("GET", "/demo", ops.demo),
+        Route("GET", "/sdk/offerstream.js", serve_sdk),
     ]
 
 
-def mount(web_app: aioweb.Application, routes: list[Route], static_dir: Path | None = None) -> None:
-    """Add ``routes`` to ``web_app`` (and the demo page's assets under ``/demo/static/``)."""
+# the calls a shop's page makes with a customer token: CORS headers and an OPTIONS preflight
+BROWSER_PATHS = ("/v1/score", "/v1/events")
+
+
+def mount(web_app: aioweb.Application, routes: list[Route], static_dir: Path | None = None,
+          cors: Cors | None = None) -> None:
+    """Add ``routes`` to ``web_app`` (and the demo page's assets under ``/demo/static/``).
+
+    ``cors`` (``OFFERSTREAM_CORS_ORIGINS``) adds CORS headers and a preflight to :data:`BROWSER_PATHS`.
+    """
     allowed: dict[str, list[str]] = {}
+    cors = cors or Cors()
     for route in routes:
-        web_app.router.add_route(route.method, route.path, route_handler(route.handler))
+        handler = route_handler(route.handler)
+        web_app.router.add_route(route.method, route.path,
+                                 cors.wrap(handler) if route.path in BROWSER_PATHS else handler)
         allowed.setdefault(route.path, []).append(route.method)
+    for path in BROWSER_PATHS:
+        web_app.router.add_route("OPTIONS", path, route_handler(cors.preflight))
+        allowed.setdefault(path, []).append("OPTIONS")
     for path, methods in allowed.items():  # after the real ones: any other method
         web_app.router.add_route("*", path, _method_not_allowed(methods))
     if static_dir is not None and static_dir.is_dir():

@@ -13,10 +13,11 @@ from typing import Any
 from models.consent import DEFAULT_TCF_BASIS, check_tcf_basis
 from models.errors import InvalidConsent
 from models.ledger import read_hash_key
+from models.tokens import token_key
 
 __all__ = ["Settings", "load_settings", "load_broker_security", "checked_tcf_basis"]
 
-SECRET_FIELDS = frozenset({"api_key", "score_key", "hash_key", "broker_password"})
+SECRET_FIELDS = frozenset({"api_key", "score_key", "hash_key", "broker_password", "token_key"})
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,12 @@ class Settings:
         ``purposes`` (default), ``publisher``, ``publisher:<id>`` or ``vendor:<id>``; see
         :func:`models.tcf.parse_basis`. Handed explicitly to whatever reads a TC string (the ingest
         agent, the consent and score calls); :func:`load_settings` checks it.
+    token_key : bytes or None
+        ``OFFERSTREAM_TOKEN_KEY``: the key of the customer tokens a shop's backend mints for its
+        pages (:mod:`models.tokens`; a secret, at least 16 bytes). ``None``: no token is taken.
+    cors_origins : tuple of str
+        ``OFFERSTREAM_CORS_ORIGINS`` (comma-separated): the origins whose pages may call the score
+        and event calls from a browser. Empty: none.
     registry : Path or None
         A model registry shared by several workers (default: ``data_dir/models``).
     broker_kind : str
@@ -81,6 +88,8 @@ class Settings:
     log_level: str = "WARNING"
     exploration: str = "greedy"
     tcf_basis: str = DEFAULT_TCF_BASIS
+    token_key: bytes | None = field(default=None, repr=False)
+    cors_origins: tuple[str, ...] = ()
     registry: Path | None = None
     store: str = "offerstream-rocksdb://"
     event_loop: str = ""  # "uvloop", "asyncio", or "" = uvloop where installed
@@ -181,6 +190,8 @@ def load_settings(**overrides: Any) -> Settings:
         "model_poll_s": float(env.get("OFFERSTREAM_MODEL_POLL_S", "2.0")),
         "exploration": env.get("OFFERSTREAM_EXPLORATION", "greedy"),
         "tcf_basis": env.get("OFFERSTREAM_TCF_BASIS") or DEFAULT_TCF_BASIS,
+        "token_key": _token_key(env.get("OFFERSTREAM_TOKEN_KEY")),
+        "cors_origins": _origins(env.get("OFFERSTREAM_CORS_ORIGINS", "")),
         "event_loop": env.get("OFFERSTREAM_EVENT_LOOP", ""),
         "registry": Path(env["OFFERSTREAM_REGISTRY"]) if env.get("OFFERSTREAM_REGISTRY") else None,
         "broker_kind": env.get("OFFERSTREAM_BROKER_KIND", ""),
@@ -193,6 +204,26 @@ def load_settings(**overrides: Any) -> Settings:
     settings = Settings(**_normalized_security(values))
     checked_tcf_basis(settings.tcf_basis)
     return replace(settings, hash_key=_hash_key(settings.data_dir))
+
+
+def _token_key(text: str | None) -> bytes | None:
+    """``OFFERSTREAM_TOKEN_KEY`` as bytes (``None`` when unset); ValueError naming it if too short."""
+    if not text:
+        return None
+    try:
+        return token_key(text)
+    except ValueError as exc:
+        raise ValueError(f"OFFERSTREAM_TOKEN_KEY: {exc}") from None
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """``OFFERSTREAM_CORS_ORIGINS``: comma-separated ``scheme://host[:port]`` origins, checked."""
+    origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+            raise ValueError(f"OFFERSTREAM_CORS_ORIGINS: {origin!r} is not an origin like https://shop.example")
+    return origins
 
 
 def checked_tcf_basis(basis: str) -> str:

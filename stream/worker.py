@@ -42,6 +42,7 @@ from stream.handlers.events import EventsApi
 from stream.handlers.offers import OffersApi
 from stream.handlers.ops import OpsApi
 from stream.handlers.score import ScoreApi
+from stream.http import Cors
 from stream.ingest_state import LiveState
 from stream.local_log import LocalLog
 from stream.log_reader import LogReader
@@ -134,13 +135,13 @@ class Worker:
         score = ScoreApi(placement=self.placement, live=self.live, catalogue=self.catalogue, model=self.model,
                          exploration=parse_exploration(settings.exploration), audit=audit, metrics=self.metrics,
                          score_key=settings.score_key, hash_key=settings.hash_key, changelog=changelog,
-                         tcf_basis=settings.tcf_basis)
+                         tcf_basis=settings.tcf_basis, token_key=settings.token_key)
         routes = route_table(
-            EventsApi(self.customers, self.metrics, settings.api_key), score,
+            EventsApi(self.customers, self.metrics, settings.api_key, settings.token_key), score,
             CustomersApi(self.customers, self.placement, settings.api_key, changelog, settings.tcf_basis),
             OffersApi(self.topology.offers, self.catalogue, settings.api_key),
             OpsApi(self.readiness, self.render_metrics, settings.url, static_dir))
-        mount(cast(Any, app.web).web_app, routes, static_dir)
+        mount(cast(Any, app.web).web_app, routes, static_dir, Cors(settings.cors_origins))
 
     def render_metrics(self) -> str:
         """Prometheus text for ``/metrics``."""

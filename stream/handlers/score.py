@@ -14,10 +14,11 @@ from aiohttp import web as aioweb
 
 from models.consent import DEFAULT_TCF_BASIS
 from models.decision import CandidateCache, decide, parse_score_request
+from models.tokens import claim
 from stream.audit import AuditLog
 from stream.catalogue import Catalogue
 from stream.handlers.common import gpc, now_ms
-from stream.http import check_key, json_response, read_json
+from stream.http import check_key, json_response, read_json, token_customer
 from stream.ingest_state import LiveState
 from stream.metrics import Metrics
 from stream.placement import Placement
@@ -38,18 +39,19 @@ class ScoreApi:
 
     def __init__(self, *, placement: Placement, live: LiveState, catalogue: Catalogue, model: Any,
                  exploration: Any, audit: AuditLog, metrics: Metrics, score_key: str | None,
-                 hash_key: bytes, changelog: str, tcf_basis: str = DEFAULT_TCF_BASIS) -> None:
+                 hash_key: bytes, changelog: str, tcf_basis: str = DEFAULT_TCF_BASIS,
+                 token_key: bytes | None = None) -> None:
         self.placement, self.live, self.catalogue, self.model = placement, live, catalogue, model
         self.exploration, self.audit, self.metrics = exploration, audit, metrics
         self.score_key, self.hash_key, self.changelog = score_key, hash_key, changelog
         self.tcf_basis = tcf_basis  # OFFERSTREAM_TCF_BASIS: how a request's TC string is read
+        self.token_key = token_key  # OFFERSTREAM_TOKEN_KEY: customer tokens of shops' pages (None: none taken)
         self.candidates = CandidateCache()  # the same catalogue objects hit on every request
 
     async def post(self, request: aioweb.Request) -> aioweb.Response:
         """Rank offers for a customer under their consent; answer and audit the decision."""
         started, cpu_started = time.perf_counter(), time.thread_time()
-        check_key(request, self.score_key)
-        score_request = parse_score_request(await read_json(request), header_gpc=gpc(request),
+        score_request = parse_score_request(await self._body(request), header_gpc=gpc(request),
                                             tcf_basis=self.tcf_basis)
         forwarded = await self.placement.forward_if_remote(request, score_request.customer_id, self.changelog)
         if forwarded is not None:
@@ -72,3 +74,16 @@ class ScoreApi:
         self.metrics.observe_score(time.perf_counter() - started,
                                    time.thread_time() - cpu_started, decided - decide_started)
         return reply
+
+    async def _body(self, request: aioweb.Request) -> Any:
+        """The request body; on a customer token's call (a shop's page) bound to the token's customer.
+
+        Without a token this is the score key check and the body (no token work on the hot path);
+        with one, no key is needed, a missing ``customer_id`` is the token's, and another one is a
+        403 before anything is decided or audited.
+        """
+        customer = token_customer(request, self.token_key)  # 401: expired, forged or malformed
+        if customer is None:
+            check_key(request, self.score_key)
+            return await read_json(request)
+        return claim(await read_json(request), customer)

@@ -48,6 +48,9 @@ def views_routes() -> dict[tuple[str, str], str | None]:
     for call in ast.walk(table):
         if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Route":
             method, path = call.args[0].value, call.args[1].value  # type: ignore[attr-defined]
+            if "." not in ast.unparse(call.args[2]):  # a plain function (the browser kit): no key
+                found[(method.lower(), path)] = None
+                continue
             area, name = ast.unparse(call.args[2]).split(".")
             found[(method.lower(), path)] = _key_checked(methods, classes[area], name)
     return found
@@ -98,11 +101,14 @@ def test_security_matches_the_key_checks_of_the_handlers(doc: dict[str, Any]) ->
             assert not op.get("security"), (method, path)
             assert "401" not in op["responses"], (method, path)
         else:
-            # the key applies only when configured: the empty requirement {} makes it optional
-            assert op["security"] == [{scheme[key]: []}, {}], (method, path)
+            # the key applies only when configured: the empty requirement {} makes it optional;
+            # the two calls a shop's page makes also take a customer token instead
+            token = [{"customerToken": []}] if path in ("/v1/score", "/v1/events") else []
+            assert op["security"] == [{scheme[key]: []}, *token, {}], (method, path)
             assert "WWW-Authenticate" in op["responses"]["401"]["headers"], (method, path)
-    assert set(doc["components"]["securitySchemes"]) == {"apiKey", "scoreKey"}
-    for s in doc["components"]["securitySchemes"].values():
+    assert set(doc["components"]["securitySchemes"]) == {"apiKey", "scoreKey", "customerToken"}
+    assert doc["components"]["securitySchemes"]["customerToken"]["name"] == "X-Offerstream-Token"
+    for s in (doc["components"]["securitySchemes"][name] for name in ("apiKey", "scoreKey")):
         assert s["type"] == "http" and s["scheme"] == "bearer" and "only when" in s["description"]
 
 
@@ -153,7 +159,7 @@ def test_body_limit_matches_the_web_server() -> None:
     source = (STREAM / "app.py").read_text()
     assert '"client_max_size": 4 * 1024 * 1024' in source and MAX_BODY == 4 * 1024 * 1024
     op = build_openapi("http://x")["paths"]["/v1/events"]["post"]
-    assert set(op["responses"]) == {"202", "400", "401", "413"}
+    assert set(op["responses"]) == {"202", "400", "401", "403", "413"}  # 403: a token for another customer
     assert set(op["requestBody"]["content"]) == {"application/json", "application/x-ndjson"}
 
 
