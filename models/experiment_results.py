@@ -91,15 +91,19 @@ def _empty_arm() -> dict[str, Any]:
             "per_customer": {}}
 
 
-def _count(tally: Tally, experiment: Experiment, erased: Mapping[str, int]) -> tuple[dict[str, Any], set[str], int]:
+def _count(tally: Tally, experiment: Experiment, erased: Mapping[str, int], until_ms: int | None,
+           ) -> tuple[dict[str, Any], set[str], int, list[int]]:
     names = ((HOLDOUT,) if experiment.holdout > 0 else ()) + tuple(a.name for a in experiment.arms)
     arms: dict[str, dict[str, Any]] = {name: _empty_arm() for name in names}
     not_eligible: set[str] = set()
     not_measured = 0
     window_ms = experiment.attribution_window_s * 1000
+    until = until_ms if until_ms is not None else 2**63
+    span: list[int] = []  # [first, last] decision time counted
     for decision_id, d in tally.decisions.items():
-        if d.experiment != experiment.id or d.ts <= erased.get(d.customer, -1):
+        if d.experiment != experiment.id or d.ts <= erased.get(d.customer, -1) or d.ts >= until:
             continue
+        span[:] = [min(span[0], d.ts), max(span[1], d.ts)] if span else [d.ts, d.ts]
         if d.arm == NOT_ELIGIBLE:
             not_eligible.add(d.customer)
             continue
@@ -111,7 +115,7 @@ def _count(tally: Tally, experiment: Experiment, erased: Mapping[str, int]) -> t
         arm["decisions"] += 1
         mine = arm["per_customer"].setdefault(d.customer, [0, 0])
         for event_type, ts, revenue in tally.outcomes.get(decision_id, ()):
-            if ts - d.ts > window_ms:
+            if ts - d.ts > window_ms or ts >= until:
                 continue
             arm[OUTCOMES[event_type]] += 1
             arm["revenue"] += revenue
@@ -119,7 +123,7 @@ def _count(tally: Tally, experiment: Experiment, erased: Mapping[str, int]) -> t
                 mine[0] += 1
             elif event_type == "offer_redeem":
                 mine[1] += 1
-    return arms, not_eligible, not_measured
+    return arms, not_eligible, not_measured, span
 
 
 def rate_interval(per_customer: Mapping[str, list[int]]) -> tuple[float | None, float]:
@@ -160,9 +164,14 @@ def srm_p_value(observed: Mapping[str, int], expected_shares: Mapping[str, float
     return float(chi2.sf(stat, len(cells) - 1))
 
 
-def results(tally: Tally, experiment: Experiment, erased: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """The ``GET /v1/experiments/{id}/results`` answer for ``experiment`` (module rules)."""
-    arms, not_eligible, not_measured = _count(tally, experiment, erased or {})
+def results(tally: Tally, experiment: Experiment, erased: Mapping[str, int] | None = None,
+            until_ms: int | None = None) -> dict[str, Any]:
+    """The ``GET /v1/experiments/{id}/results`` answer for ``experiment`` (module rules).
+
+    ``until_ms``: only decisions and outcomes before that time (a point of the cumulative series).
+    ``period`` (an extension) gives the first and last decision time counted, and ``until_ms``.
+    """
+    arms, not_eligible, not_measured, span = _count(tally, experiment, erased or {}, until_ms)
     rates = {name: rate_interval(arm["per_customer"]) for name, arm in arms.items()}
     control_rate, control_var = rates[experiment.control]
     out: dict[str, Any] = {}
@@ -178,4 +187,6 @@ def results(tally: Tally, experiment: Experiment, erased: Mapping[str, int] | No
     shares = {HOLDOUT: experiment.holdout, **{a.name: a.share * (1 - experiment.holdout) for a in experiment.arms}}
     p_value = srm_p_value({name: len(arm["customers"]) for name, arm in arms.items()}, shares)
     return {"id": experiment.id, "arms": out, "srm": {"p_value": p_value}, "not_eligible": len(not_eligible),
-            "not_measured": not_measured}
+            "not_measured": not_measured,
+            "period": {"first_decision": span[0] if span else None, "last_decision": span[1] if span else None,
+                       "until": until_ms}}

@@ -50,7 +50,7 @@ from models.events import parse_ts
 from models.exploration import Exploration, parse_exploration
 
 __all__ = ["Policy", "Arm", "Experiment", "parse_experiment", "check_overlap", "bucket", "assign",
-           "find_experiment", "HOLDOUT", "NOT_ELIGIBLE", "POLICY_KINDS", "DEFAULT_WINDOW_S"]
+           "find_experiment", "HOLDOUT", "NOT_ELIGIBLE", "POLICY_KINDS", "DEFAULT_WINDOW_S", "MAX_ARMS"]
 
 HOLDOUT = "holdout"
 NOT_ELIGIBLE = "not_eligible"
@@ -229,10 +229,11 @@ def _overlap_in_time(a: Experiment, b: Experiment) -> bool:
     return a_start < b_end and b_start < a_end
 
 
-def check_overlap(new: Experiment, existing: Mapping[str, Experiment]) -> None:
+def check_overlap(new: Experiment, existing: Mapping[str, Experiment], now_ms: int) -> None:
     """Refuse ``new`` if another experiment covers the same placement at an overlapping time.
 
-    No placement covers every placement. Replacing an experiment (same id) is not an overlap.
+    No placement covers every placement; no start is "since ever", no end "for ever". Replacing an
+    experiment (same id) is not an overlap, nor is one that has ended by ``now_ms``.
 
     Raises
     ------
@@ -240,7 +241,8 @@ def check_overlap(new: Experiment, existing: Mapping[str, Experiment]) -> None:
         ``placement``, naming the experiment it overlaps.
     """
     for other in existing.values():
-        if other.id == new.id or not _overlap_in_time(new, other):
+        ended = other.end_ms is not None and other.end_ms <= now_ms
+        if other.id == new.id or ended or not _overlap_in_time(new, other):
             continue
         if new.placement is None or other.placement is None or new.placement == other.placement:
             where = f"placement {new.placement!r}" if new.placement else "every placement"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from stream.openapi_experiments import EXPERIMENT_ROUTES, experiment_parameters, experiment_paths, experiment_schemas
+
 __all__ = ["build_openapi", "ROUTES"]
 
 VERSION = "0.1.0"
@@ -29,6 +31,7 @@ ROUTES = (
     ("put", "/v1/offers/{offer_id}"), ("get", "/v1/offers/{offer_id}"), ("get", "/v1/offers"),
     ("get", "/health"), ("get", "/metrics"), ("get", "/openapi.json"), ("get", "/demo"),
     ("get", "/sdk/offerstream.js"),
+    *EXPERIMENT_ROUTES,
 )
 
 OPEN_ACCESS = ("Access: when the worker runs with `OFFERSTREAM_API_KEY` set, write, consent, erasure, "
@@ -172,7 +175,7 @@ def _score_schemas() -> dict[str, Any]:
     response = _obj({
         "decision_id": _str(), "customer_id": _str(), "personalized": {"type": "boolean"},
         "offers": _arr(_ref("ScoredOffer")), "filtered": _arr(_ref("FilteredOffer")),
-        "consent_basis": _ref("ConsentBasis"), "model_version": _str(),
+        "consent_basis": _ref("ConsentBasis"), "model_version": _str(), "experiment": _ref("ExperimentTag"),
     }, ("decision_id", "customer_id", "personalized", "offers", "filtered", "consent_basis", "model_version"))
     return {"Context": context, "ScoreRequest": request, "ScoredOffer": offer, "FilteredOffer": filtered,
             "ScoreResponse": response}
@@ -252,7 +255,7 @@ def _op(summary: str, tag: str, responses: dict[str, Any], *, key: str | None = 
 
 
 def _paths() -> dict[str, Any]:
-    paths = {**_customer_paths(), **_catalogue_and_operations_paths()}
+    paths = {**_customer_paths(), **_catalogue_and_operations_paths(), **experiment_paths(MAX_BODY)}
     for path in ("/v1/score", "/v1/events"):
         _takes_token(paths[path]["post"])
     paths["/sdk/offerstream.js"] = {"get": _op(
@@ -359,13 +362,15 @@ def _parameters() -> dict[str, Any]:
         "SecGPC": {"name": "Sec-GPC", "in": "header", "required": False,
                    "description": "Global Privacy Control: `1` turns `sharing` off; any other value is ignored",
                    "schema": _str()},
+        **experiment_parameters(),
     }
 
 
 def build_openapi(server_url: str) -> dict[str, Any]:
     """The OpenAPI 3.0.3 document for a worker at ``server_url``."""
     schemas: dict[str, Any] = {}
-    for part in (_event_schemas, _consent_schemas, _score_schemas, _offer_schemas, _other_schemas):
+    for part in (_event_schemas, _consent_schemas, _score_schemas, _offer_schemas, _other_schemas,
+                 experiment_schemas):
         schemas.update(part())
     bearer = "Bearer key; enforced only when the worker is configured with `{}` (otherwise open)."
     return {
@@ -375,7 +380,7 @@ def build_openapi(server_url: str) -> dict[str, Any]:
             "(plus `field` for validation errors). Any worker answers any request: customer "
             "calls are forwarded to the owning worker. " + OPEN_ACCESS + " " + BROWSER_ACCESS)},
         "servers": [{"url": server_url}],
-        "tags": [{"name": n} for n in ("events", "score", "customers", "offers", "operations")],
+        "tags": [{"name": n} for n in ("events", "score", "customers", "offers", "operations", "experiments")],
         "paths": _paths(),
         "components": {
             "schemas": schemas,

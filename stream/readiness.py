@@ -42,6 +42,7 @@ class Readiness:
         self.app, self.broker = app, broker
         self.catalogue, self.erasures, self.model = catalogue, erasures, model
         self.open_access = open_access
+        self.experiments: Any = None  # an object with a ``ready`` event (the experiment book), or None
         self.broker_ok_at: float | None = None  # monotonic time of the last answered probe
         self.restore_target: dict[int, int] = {}  # events partition -> offset restore must reach
         self.processed: dict[int, int] = {}  # events partition -> next offset to process
@@ -81,13 +82,14 @@ class Readiness:
         restored = all(self.processed.get(p, 0) >= end for p, end in self.restore_target.items())
         reachable = self.broker_reachable()
         recovered = self.recovered()
+        experiments = self.experiments is None or self.experiments.ready.is_set()
         ready = (recovered and self.catalogue.ready.is_set() and self.erasures.ready.is_set()
-                 and restored and reachable)
+                 and restored and reachable and experiments)
         return {
             "broker_reachable": reachable,
             "archive_restored": restored,
             "ready": ready, "recovered": recovered, "catalogue_loaded": self.catalogue.ready.is_set(),
-            "erasure_ledger_loaded": self.erasures.ready.is_set(),
+            "erasure_ledger_loaded": self.erasures.ready.is_set(), "experiments_loaded": experiments,
             "offers": len(self.catalogue.offers), "model_version": self.model.scorer.version,
             "model_loaded": self.model.loaded, "model_error": self.model.last_error,
             "assigned_partitions": sorted(tp.partition for tp in self.app.consumer.assignment()

@@ -17,6 +17,7 @@ from aiohttp import web as aioweb
 
 from stream.handlers.customers import CustomersApi
 from stream.handlers.events import EventsApi
+from stream.handlers.experiments import ExperimentsApi
 from stream.handlers.offers import OffersApi
 from stream.handlers.ops import OpsApi
 from stream.handlers.score import ScoreApi
@@ -38,9 +39,12 @@ class Route:
 
 
 def route_table(events: EventsApi, score: ScoreApi, customers: CustomersApi, offers: OffersApi,
-                ops: OpsApi) -> list[Route]:
+                ops: OpsApi, experiments: ExperimentsApi) -> list[Route]:
     """The whole HTTP API of DESIGN.md, path by path."""
     return [
+        Route("PUT", "/v1/experiments/{experiment_id}", experiments.put),
+        Route("GET", "/v1/experiments", experiments.list),
+        Route("GET", "/v1/experiments/{experiment_id}/results", experiments.results),
         Route("POST", "/v1/events", events.post),
         Route("POST", "/v1/score", score.post),
         Route("PUT", "/v1/customers/{customer_id}/consent", customers.put_consent),

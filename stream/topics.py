@@ -12,6 +12,7 @@ topic                    partitions  kept                         holds
 ``decisions``            configured  30 days                      the audit record of every score answer
 ``offers``               1           compacted, tombstones 7 days  the catalogue: offer id -> offer JSON
 ``erasures``             1           compacted                    the erasure ledger: customer hash -> time
+``experiments``          1           compacted, tombstones 7 days  experiments: experiment id -> JSON
 ``<app>-profiles-...``   configured  compacted, tombstones 7 days  changelog of the ``profiles`` table
 ``<app>-consent-...``    configured  compacted, tombstones 7 days  changelog of the ``consent`` table
 =======================  ==========  ===========================  ====================================
@@ -60,6 +61,8 @@ __all__ = [
     "EVENTS",
     "EVENTS_DEAD_LETTER",
     "EVENTS_TOPIC",
+    "EXPERIMENTS",
+    "EXPERIMENTS_TOPIC",
     "OFFERS",
     "OFFERS_TOPIC",
     "PROFILES_TABLE",
@@ -160,12 +163,14 @@ DECISIONS: Final = TopicSpec("decisions", Partitioning.CONFIGURED, retention_ms=
 OFFERS: Final = TopicSpec("offers", Partitioning.ONE, compacted=True, tombstones_ms=TOMBSTONES_KEPT_MS)
 #: The erasure ledger (key customer hash, value never empty); every worker reads all of it.
 ERASURES: Final = TopicSpec("erasures", Partitioning.ONE, compacted=True)
+#: Experiments (key experiment id, empty value deletes); every worker reads all of it.
+EXPERIMENTS: Final = TopicSpec("experiments", Partitioning.ONE, compacted=True, tombstones_ms=TOMBSTONES_KEPT_MS)
 #: Customer profiles, the ingest agent's state.
 PROFILES_TABLE: Final = TableSpec("profiles")
 #: Customer consent and choices.
 CONSENT_TABLE: Final = TableSpec("consent")
 
-ALL_TOPICS: Final = (EVENTS, EVENTS_DEAD_LETTER, DECISIONS, OFFERS, ERASURES)
+ALL_TOPICS: Final = (EVENTS, EVENTS_DEAD_LETTER, DECISIONS, OFFERS, ERASURES, EXPERIMENTS)
 ALL_TABLES: Final = (PROFILES_TABLE, CONSENT_TABLE)
 
 # The names alone, for code that only needs to name a topic.
@@ -174,3 +179,4 @@ DEAD_LETTER_TOPIC: Final = EVENTS_DEAD_LETTER.name
 DECISIONS_TOPIC: Final = DECISIONS.name
 OFFERS_TOPIC: Final = OFFERS.name
 ERASURES_TOPIC: Final = ERASURES.name
+EXPERIMENTS_TOPIC: Final = EXPERIMENTS.name

@@ -22,7 +22,16 @@ from models.profile import Profile
 from stream.durable import TrackedSends, tracked_table, wait_acknowledged
 from stream.record_batches import append_record, close_batches
 from stream.settings import Settings
-from stream.topics import CONSENT_TABLE, DECISIONS, ERASURES, EVENTS, EVENTS_DEAD_LETTER, OFFERS, PROFILES_TABLE
+from stream.topics import (
+    CONSENT_TABLE,
+    DECISIONS,
+    ERASURES,
+    EVENTS,
+    EVENTS_DEAD_LETTER,
+    EXPERIMENTS,
+    OFFERS,
+    PROFILES_TABLE,
+)
 
 __all__ = ["Topology", "declare"]
 
@@ -38,6 +47,7 @@ class Topology:
     erasures: Any
     profiles: Any
     consent: Any
+    experiments: Any = None  # the experiment configurations (stream/experiments.py)
     # Records the ingest agent produces on behalf of an input message (re-routed events, dead
     # letters): the message is acknowledged only after the broker has acknowledged them too.
     outputs: TrackedSends = field(default_factory=lambda: TrackedSends("ingest outputs"))
@@ -197,4 +207,5 @@ def declare(app: faust.App, settings: Settings) -> Topology:
         # ``Runtime.changelogs_acknowledged`` waits for before anything is acknowledged
         profiles=tracked_table(app, PROFILES_TABLE.name, **table_opts),
         consent=tracked_table(app, CONSENT_TABLE.name, **table_opts),
+        experiments=app.topic(EXPERIMENTS.name, **EXPERIMENTS.faust_options(settings.partitions), **raw),
     )

@@ -36,9 +36,11 @@ from stream.contiguous import holes, read_contiguously
 from stream.customers import Customers, apply_erasure_record
 from stream.delivery_order import DeliveryOrder
 from stream.embedded.transport import TansuSafeTransport
+from stream.experiments import Experiments
 from stream.gc_tuning import freeze_when_ready
 from stream.handlers.customers import CustomersApi
 from stream.handlers.events import EventsApi
+from stream.handlers.experiments import ExperimentsApi
 from stream.handlers.offers import OffersApi
 from stream.handlers.ops import OpsApi
 from stream.handlers.score import ScoreApi
@@ -92,9 +94,11 @@ class Worker:
         self.ledger = ErasureLedger(settings.data_dir / "erasure-ledger.jsonl", settings.hash_key)
         self.erasures = TopicMirror(bootstrap, ERASURES_TOPIC, functools.partial(apply_erasure_record, self.ledger))
         self.model = ModelHolder(ModelRegistry(settings.registry_dir))
+        self.experiments = Experiments(topology.experiments, bootstrap, self.model.registry)
         self.local_log = LocalLog(settings.archive_dir, settings.data_dir / "dead-letter.jsonl", str(settings.port))
         self.readiness = Readiness(app, settings.broker, self.catalogue, self.erasures, self.model,
                                    open_access=settings.api_key is None)
+        self.readiness.experiments = self.experiments.book
         self.placement = Placement(app, settings.url, settings.partitions, self.readiness, self.metrics)
         producer: Any = app.producer
         # Write-behind profiles of the ingest agent; every read and erase goes through it.
@@ -140,7 +144,10 @@ class Worker:
             EventsApi(self.customers, self.metrics, settings.api_key, settings.token_key), score,
             CustomersApi(self.customers, self.placement, settings.api_key, changelog, settings.tcf_basis),
             OffersApi(self.topology.offers, self.catalogue, settings.api_key),
-            OpsApi(self.readiness, self.render_metrics, settings.url, static_dir))
+            OpsApi(self.readiness, self.render_metrics, settings.url, static_dir),
+            ExperimentsApi(self.experiments.topic, self.experiments.book, self.experiments.live,
+                           self.model.registry, self.ledger.entries, settings.api_key))
+        score.experiments, score.versions = self.experiments.book, self.experiments.versions
         mount(cast(Any, app.web).web_app, routes, static_dir, Cors(settings.cors_origins))
 
     def render_metrics(self) -> str:
@@ -150,6 +157,7 @@ class Worker:
             gauges[f'consumer_lag{{partition="{partition}"}}'] = lag
         gauges["erasures"] = len(self.ledger.entries())
         gauges["offers"] = len(self.catalogue.offers)
+        self.experiments.gauges(gauges, self.ledger.entries())
         # offset holes the bundled broker showed a consumer of this worker (read again), and
         # those that never filled (passed over: logged as errors)
         gauges["offset_holes_seen"] = holes["seen"]
@@ -166,7 +174,7 @@ class Worker:
         async def start_mirrors() -> None:
             for topic in (topology.offers, topology.decisions, topology.dead_letter, topology.erasures):
                 await topic.maybe_declare()
-            await asyncio.gather(self.catalogue.run(), self.erasures.run())
+            await asyncio.gather(self.catalogue.run(), self.erasures.run(), self.experiments.run())
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs want a sync receiver
         async def stop_log_reader(sender: Any, **kwargs: Any) -> None:

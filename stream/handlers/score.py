@@ -17,6 +17,7 @@ from models.decision import CandidateCache, decide, parse_score_request
 from models.tokens import claim
 from stream.audit import AuditLog
 from stream.catalogue import Catalogue
+from stream.experiments import ExperimentBook, ModelVersions, decide_with_experiments
 from stream.handlers.common import gpc, now_ms
 from stream.http import check_key, json_response, read_json, token_customer
 from stream.ingest_state import LiveState
@@ -36,6 +37,10 @@ def decision_id() -> str:
 
 class ScoreApi:
     """Scoring. ``model`` holds the current scorer (hot-reloaded); ``exploration`` its policy."""
+
+    #: The experiments and the model versions their arms name (set by the worker; ``None``: none).
+    experiments: ExperimentBook | None = None
+    versions: ModelVersions | None = None
 
     def __init__(self, *, placement: Placement, live: LiveState, catalogue: Catalogue, model: Any,
                  exploration: Any, audit: AuditLog, metrics: Metrics, score_key: str | None,
@@ -61,10 +66,16 @@ class ScoreApi:
         wants_profile = consent.flags["personalize"] and consent.flags["profile"]
         profile = self.live.peek_profile(score_request.customer_id) if wants_profile else None
         decide_started = time.thread_time()
-        response, record = decide(
-            score_request, consent, profile, self.catalogue.offers, self.model.scorer,
-            now_ms(), decision_id(), self.hash_key, self.exploration, cache=self.candidates,
-        )
+        if self.experiments is None or self.versions is None:  # no experiments wired (tests, tools)
+            response, record = decide(
+                score_request, consent, profile, self.catalogue.offers, self.model.scorer,
+                now_ms(), decision_id(), self.hash_key, self.exploration, cache=self.candidates,
+            )
+        else:  # the running experiment's arm, if one covers the request; ``experiment`` either way
+            response, record = decide_with_experiments(
+                self.experiments, self.versions, await self.experiments.placement_of(request), score_request,
+                consent, profile, self.catalogue.offers, self.model.scorer, now_ms(), decision_id(),
+                self.hash_key, self.exploration, self.candidates)
         decided = time.thread_time()
         record["tcf_basis"] = self.tcf_basis  # which TC string consents the flags were read under
         self.audit.add(record["customer_hash"], record)  # batched; sent within a few ms

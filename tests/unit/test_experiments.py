@@ -16,6 +16,8 @@ from models.experiments import HOLDOUT, NOT_ELIGIBLE, assign, bucket, check_over
 from models.exploration import Exploration
 from models.scorer import FallbackScorer
 
+NOW = 1_800_000_000_000
+
 
 def body(**over: object) -> dict:
     base: dict = {"holdout": 0.1, "control": "champion", "arms": [
@@ -57,13 +59,14 @@ def test_round_trip_and_unknown_version_unchecked_on_the_topic() -> None:
 def test_overlap_on_the_same_placement_is_refused() -> None:
     a = parse_experiment(body(placement="home"), "a")
     with pytest.raises(InvalidRequest) as caught:
-        check_overlap(parse_experiment(body(), "b"), {"a": a})  # no placement: every placement
+        check_overlap(parse_experiment(body(), "b"), {"a": a}, NOW)  # no placement: every placement
     assert caught.value.field == "placement" and "'a'" in caught.value.reason
-    check_overlap(parse_experiment(body(placement="cart"), "b"), {"a": a})
-    check_overlap(parse_experiment(body(placement="home"), "a"), {"a": a})  # a replacement
+    check_overlap(parse_experiment(body(placement="cart"), "b"), {"a": a}, NOW)
+    check_overlap(parse_experiment(body(placement="home"), "a"), {"a": a}, NOW)  # a replacement
     later = parse_experiment(body(placement="home", start=2_000_000_000_000), "c")
     earlier = parse_experiment(body(placement="home", end=2_000_000_000_000), "d")
-    check_overlap(later, {"d": earlier})
+    check_overlap(later, {"d": earlier}, NOW)
+    check_overlap(parse_experiment(body(), "e"), {"d": earlier}, 2_000_000_000_000)  # d has ended
     assert find_experiment({"c": later, "d": earlier}, "home", 1_999_999_999_999) is earlier
     assert find_experiment({"c": later, "d": earlier}, "cart", 1_999_999_999_999) is None
 

@@ -35,7 +35,8 @@ def declared() -> tuple[faust.App, Topology]:
 
 def test_every_declared_topic_has_the_settings_of_its_spec(declared: tuple[faust.App, Topology]) -> None:
     _, topology = declared
-    declared_topics = (topology.events, topology.offers, topology.decisions, topology.dead_letter, topology.erasures)
+    declared_topics = (topology.events, topology.offers, topology.decisions, topology.dead_letter, topology.erasures,
+                       topology.experiments)
     topics = {t.get_topic_name(): t for t in declared_topics}
     assert set(topics) == {spec.name for spec in ALL_TOPICS}
     for spec in ALL_TOPICS:
