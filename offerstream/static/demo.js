@@ -1,12 +1,15 @@
 /* offerstream demo shop: plain JavaScript against the real HTTP API of the worker serving it.
  *
- * Nothing here is mocked. Events go to POST /v1/events, offers come from POST /v1/score, consent
+ * Nothing here is mocked. Events go to POST /v1/events and offers come from POST /v1/score through
+ * the browser kit's client (/sdk/offerstream.js), which also renders the offer list; consent
  * goes through PUT /v1/customers/{id}/consent, "what is stored" is GET /v1/customers/{id}, and
  * "Erase me" is DELETE /v1/customers/{id}. Events are applied asynchronously by the stream, so
  * after an action the page re-reads the customer and the offers for a short while until the
  * change is visible (or about two seconds have passed).
  *
- * Access keys, if the server asks for them (401), are kept in this script's memory only.
+ * Access keys, if the server asks for them (401), are kept in this script's memory only. The demo
+ * is an operator's tool on the worker's own origin: it names the customer and may hold keys. A
+ * shop's page holds a customer token instead (README, "On your web page").
  */
 (() => {
   "use strict";
@@ -59,6 +62,15 @@
 
   const $ = (id) => document.getElementById(id);
 
+  // The kit's client for the two calls a page makes; the demo adds its keys (a shop's page has none).
+  const kit = window.Offerstream.createClient({
+    url: window.location.origin,
+    headers: (path) => {
+      const key = path === "/v1/score" ? (state.scoreKey || state.apiKey) : state.apiKey;
+      return key ? { "Authorization": `Bearer ${key}` } : {};
+    },
+  });
+
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
     for (const [name, value] of Object.entries(attrs)) {
@@ -106,18 +118,24 @@
     const key = score ? (state.scoreKey || state.apiKey) : state.apiKey;
     if (key) headers["Authorization"] = `Bearer ${key}`;
     let response;
+    let data = null;
     try {
-      response = await fetch(path, {
+      if (method === "POST" && path === "/v1/score") response = await kit.score(body);
+      else if (method === "POST" && path === "/v1/events") response = await kit.send(body);
+      else response = await fetch(path, {
         method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store",
       });
     } catch (err) {
       setStatus(`The server did not answer ${method} ${path}: ${err.message}`, "error");
       throw err;
     }
-    let data = null;
-    const text = await response.text();
-    if (text) {
-      try { data = JSON.parse(text); } catch { data = { error: "not_json", detail: text.slice(0, 200) }; }
+    if (response instanceof Response) {
+      const text = await response.text();
+      if (text) {
+        try { data = JSON.parse(text); } catch { data = { error: "not_json", detail: text.slice(0, 200) }; }
+      }
+    } else {
+      data = response.body;  // the kit's client answers {status, body}
     }
     if (response.status === 401) {
       showAuth(score ? "score" : "api");
@@ -403,7 +421,7 @@
     $("model-version").textContent = score.model_version;
 
     const list = $("offer-list");
-    list.replaceChildren(...score.offers.map((o) => offerItem(o, score)));
+    window.Offerstream.renderOffers(list, score, { item: (o) => offerItem(o, score) });
     if (score.offers.length === 0) {
       list.append(el("li", { class: "empty", text: "No offer is available to this customer right now." }));
     }

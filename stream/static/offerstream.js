@@ -41,20 +41,21 @@
   }
 
   /* The two calls a page may make. `token` is a string or a function returning one (refreshed
-   * tokens); `headers` adds headers (the demo page's keys: a shop's page has none). */
+   * tokens); `headers` (an object, or a function of the path) adds headers: the demo page's keys,
+   * on a server of its own. A shop's page has no key and sets none. */
   function createClient(options) {
     var url = (options.url || SCRIPT_ORIGIN).replace(/\/+$/, "");
-    function headers() {
+    function headers(path) {
       var h = { "Content-Type": "application/json" };
       var token = typeof options.token === "function" ? options.token() : options.token;
       if (token) h[TOKEN_HEADER] = token;
-      var extra = typeof options.headers === "function" ? options.headers() : options.headers;
+      var extra = typeof options.headers === "function" ? options.headers(path) : options.headers;
       if (extra) Object.keys(extra).forEach(function (k) { if (extra[k]) h[k] = extra[k]; });
       return h;
     }
     function post(path, body, keepalive) {
       return global.fetch(url + path, {
-        method: "POST", headers: headers(), body: JSON.stringify(body), keepalive: Boolean(keepalive),
+        method: "POST", headers: headers(path), body: JSON.stringify(body), keepalive: Boolean(keepalive),
         credentials: "omit", cache: "no-store",
       }).then(function (response) {
         return response.text().then(function (text) {
