@@ -141,7 +141,6 @@
 
     function event(type, fields) {
       var e = { event_id: newId("os"), type: type, ts: Date.now() };
-      if (options.customerId) e.customer_id = options.customerId;  // the demo on an open server only
       Object.keys(fields || {}).forEach(function (k) { e[k] = fields[k]; });
       return e;
     }

@@ -127,11 +127,11 @@ class ShopServer:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def page(self, worker: WorkerProcess, token: str, tc: str) -> str:
-        """Publish a page for ``token`` whose CMP starts with ``tc``; its URL."""
+    def page(self, worker: WorkerProcess, token: str, tc: str, extra: str = "") -> str:
+        """Publish a page for ``token`` whose CMP starts with ``tc`` (``extra``: more inline script); its URL."""
         name = uuid.uuid4().hex
         titles = {oid: o["title"] for oid, o in OFFERS.items()}
-        self.pages[name] = PAGE % {"cmp": STUB_CMP % {"tc": json.dumps(tc)}, "worker": html.escape(worker.url),
+        self.pages[name] = PAGE % {"cmp": STUB_CMP % {"tc": json.dumps(tc)} + extra, "worker": html.escape(worker.url),
                                    "titles": json.dumps(titles), "token": json.dumps(token)}
         return f"{self.origin}/shop?p={name}"
 
@@ -310,3 +310,31 @@ def test_the_kit_on_a_shop_page_consent_events_offers_and_other_customers(
     b_after = customer(worker, b)
     assert b_after["consent"] == b_before["consent"] and b_after["profile"]["n_events"] == 4
     assert n_events(worker, a) == a_before
+
+
+GTAG = """
+window.dataLayer = window.dataLayer || [];
+function gtag() { window.dataLayer.push(arguments); }
+gtag("consent", "default", {ad_storage: "granted", analytics_storage: "granted", ad_personalization: "granted",
+                            ad_user_data: "granted"});
+"""
+
+
+def test_the_kit_follows_google_consent_mode(browser: Any, worker: WorkerProcess, shop: ShopServer) -> None:
+    c = f"kit-c-{uuid.uuid4().hex[:6]}"
+    page = ShopPage(browser, worker)
+    browser.get(shop.page(worker, mint(c, TOKEN_KEY.encode(), ttl_s=300), GRANT, GTAG))
+    page.wait(lambda s: s["answers"] >= 1, "the first offers")
+    browser.execute_script("window.shop.setConsent({sharing: true, marketing: true});")
+    wait_until(lambda: flags(worker, c).get("personalize") is True and flags(worker, c).get("sharing") is True,
+               what="TCF and the shop's grants stored")
+    assert "partner-fuel" in page.wait(lambda s: "partner-fuel" in s["offers"], "the partner offer")["offers"]
+    # The page's Consent Mode update: ad_personalization and ad_user_data denied.
+    browser.execute_script('gtag("consent", "update", {ad_personalization: "denied", ad_user_data: "denied"});')
+    wait_until(lambda: flags(worker, c)["personalize"] is False and flags(worker, c)["sharing"] is False,
+               what="the Consent Mode update stored")
+    sources = customer(worker, c)["consent"]["sources"]
+    assert (sources["personalize"], sources["marketing"], sources["sharing"]) == ("gcm", "gcm", "gcm")
+    assert flags(worker, c)["profile"] is True  # Consent Mode only restricts what it names
+    after = page.wait(lambda s: "partner-fuel" not in s["offers"], "the partner offer gone")
+    assert "drug-15" not in after["offers"] and after["personalized"] == "false"
