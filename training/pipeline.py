@@ -62,6 +62,8 @@ _CAMPAIGN = ("the campaigns one household received in the test part: which of it
 DECISIONS = {
     "events": "the impressions sharing a decision_id (one page's offers)",
     "completejourney": _CAMPAIGN, "completejourney-sample": _CAMPAIGN,
+    "completejourney-coupons": "one campaign one household received: which of the campaign's "
+                               "coupons it redeems",
     "obd": "the impressions one OBD user segment saw in one UTC day (the sample logs one "
            "impression per decision_id, which would make NDCG trivially 1)",
 }

@@ -311,7 +311,8 @@ def test_demo_without_the_package_is_one_line(tmp_path: Path, monkeypatch: pytes
 def test_cj_lines_carry_their_discounts_as_the_contract_fields(cj_events: list[dict[str, Any]]) -> None:
     """retail_disc -> item ``discount``, coupon_disc + coupon_match_disc -> ``coupon_discount``,
     each only when not 0; the totals equal the CSV's (rounded per line to cents)."""
-    rows = list(csv.DictReader(gzip.open(cj.DEFAULT_DATA_DIR / "transactions_sample.csv.gz", "rt")))
+    with gzip.open(cj.DEFAULT_DATA_DIR / "transactions_sample.csv.gz", "rt") as handle:
+        rows = list(csv.DictReader(handle))
     kept = [r for r in rows if float(r["quantity"]) > 0]
     retail = sum(round(float(r["retail_disc"]), 2) for r in kept)
     coupon = sum(round(float(r["coupon_disc"]) + float(r["coupon_match_disc"]), 2) for r in kept)

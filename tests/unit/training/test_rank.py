@@ -41,6 +41,19 @@ def test_lambdamart_learns_the_order_inside_decisions(pointwise: float) -> None:
     assert model.get_params()["pointwise"] == pointwise and len(model.trees_) == 30
 
 
+def test_max_rows_keeps_every_decision_with_a_positive_and_reweighs_the_others() -> None:
+    X, y, groups = _decisions(0)
+    y[groups >= 150] = 0  # half the decisions without a positive: 600 of the 1,200 rows
+    model = LambdaMART(n_trees=20, max_leaf_nodes=4, pointwise=1.0, max_rows=800)
+    rows, weight = model._rows(y, groups)
+    assert set(np.flatnonzero(groups < 150)) <= set(rows.tolist())
+    sampled = rows[groups[rows] >= 150]
+    assert 0 < sampled.size < 600 and sampled.size % 4 == 0  # whole decisions
+    assert np.allclose(weight[groups[rows] >= 150], 3.0) and np.all(weight[groups[rows] < 150] == 1.0)
+    Xt, yt, gt = _decisions(1)
+    assert ndcg_at_k(yt, model.fit(X, y, groups).predict_proba(Xt)[:, 1], gt, 3)[0] > 0.8
+
+
 def test_nothing_to_rank_is_refused() -> None:
     X, _y, groups = _decisions(0, n_groups=5)
     with pytest.raises(ValueError, match="nothing to rank"):
