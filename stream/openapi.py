@@ -138,6 +138,8 @@ def _consent_schemas() -> dict[str, Any]:
     result = _obj({
         "customer_id": _str(), "consent": _ref("ConsentBasis"), "granted": flag_list,
         "revoked": flag_list, "ignored": flag_list, "profile_erased": {"type": "boolean"},
+        "tcf_basis": _str(nullable=True, description="the TCF basis (`OFFERSTREAM_TCF_BASIS`) the call's TC "
+                          "string was read under; null without a TC string"),
     }, ("customer_id", "consent", "granted", "revoked", "ignored", "profile_erased"))
     record = _obj({
         "customer_id": _str(), "consent": _ref("ConsentBasis"),
