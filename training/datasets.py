@@ -418,6 +418,7 @@ def candidate_rows(data: TrainingData, targets: Mapping[str, np.ndarray],
     replayer = _CandidateReplayer(data, targets, candidates)
     for index, raw in enumerate(data.events):
         replayer.feed(index, raw)
+    replayer.flush()
     return replayer.captured
 
 

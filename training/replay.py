@@ -14,6 +14,11 @@ Choices (recorded in :class:`ReplayResult`)
 * **Order.** Events must come in ``ts`` order (equal times keep their given order); an event
   that goes back in time raises :class:`~models.errors.InvalidEvent` naming its index. Sorting
   would hide a broken export, and the adapters already yield sorted logs.
+* **Decisions.** Impressions of one decision (same customer, ``decision_id`` and ``ts``, one
+  after another in the log) are vectorized together from the state before any of them, and
+  then applied: a score call ranks every candidate before one is shown, so no candidate's row
+  sees the impressions of its neighbours on the page. An impression without a ``decision_id``
+  is its own decision.
 * **Duplicates.** An ``event_id`` seen before is skipped (counted in ``duplicates``), before the
   order check, so an at-least-once redelivery of a whole log replays like the log itself.
 * **Invalid events** (contract or consent body) are counted and listed (index, reason), never
@@ -62,7 +67,7 @@ from models.consent import FLAGS, ConsentState, parse_update
 from models.customer_state import DictState, Erasures, apply_event, erased
 from models.errors import InvalidEvent, ValidationError
 from models.events import CHANNELS, Event, parse_event
-from models.features import FEATURE_NAMES, Context, vectorize
+from models.features import FEATURE_NAMES, Context, OfferSetCache, vectorize
 from models.profile import DAY_MS, Profile
 from training.popularity import POPULARITY_PRIOR_N, POPULARITY_PRIOR_RATE, OfferStats, popularity
 
@@ -171,6 +176,8 @@ class _Replayer:
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.processing_order = False
+        self.pending: list[Event] = []  # impressions of one decision, not yet taken nor applied
+        self.offer_sets = OfferSetCache()  # the candidate sets of batched decisions
 
     # ---- driving ---------------------------------------------------------------------------
     def feed(self, index: int, raw: Any) -> None:
@@ -187,16 +194,36 @@ class _Replayer:
             self.counts["duplicates"] += 1
             return
         self.seen_ids.add(event.event_id)
+        batched = _decision_key(event)
+        if self.pending and (batched is None or batched != _decision_key(self.pending[0])):
+            self.flush()
         self._check_order(index, event.ts)
         self._close_windows(self.last_ts if self.last_ts is not None else event.ts)
         if erased(self.erased, event):  # the core's erasure rule, before any row is taken
             self.counts["skipped_erased"] += 1
+            return
+        if batched is not None:  # taken and applied with the rest of its decision
+            self.pending.append(event)
             return
         if event.type == "offer_impression":
             self._take_row(event, self.state.read_consent(event.customer_id))
         elif event.type in RESPONSE_TYPES:
             self._attribute(event)
         apply_event(self.state, event)  # the one event rule (models/customer_state.py)
+
+    def flush(self) -> None:
+        """Take the rows of the pending decision's impressions, all from the state before any of
+        them, then apply them (a score call ranks every candidate before one is shown)."""
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        state = self.state.read_consent(batch[0].customer_id)
+        if len(batch) == 1:
+            self._take_row(batch[0], state)
+        else:
+            self._take_rows(batch, state)
+        for event in batch:
+            apply_event(self.state, event)
 
     def _reject(self, index: int, exc: ValidationError) -> None:
         self.counts["invalid"] += 1
@@ -228,9 +255,43 @@ class _Replayer:
             self.counts["excluded_no_training_consent"] += 1
             return
         profile = self.state.read_profile(event.customer_id) if state.allows_personalization() else None
-        row = vectorize(profile, [offer], _context(event), event.ts, self.offer_stats)
+        self._add_row(event, offer, vectorize(profile, [offer], _context(event), event.ts, self.offer_stats)[0])
+
+    def _take_rows(self, batch: list[Event], state: ConsentState) -> None:
+        """:meth:`_take_row` of several impressions of one decision, vectorized together (one
+        call per distinct page context, as one score call builds them)."""
+        kept: list[tuple[Event, Offer]] = []
+        for event in batch:
+            self.counts["impressions"] += 1
+            offer = self.offers.get(event.get("offer_id"))
+            if offer is None:
+                self.counts["unknown_offer"] += 1
+            elif not state.flags["training"]:
+                self.counts["excluded_no_training_consent"] += 1
+            else:
+                kept.append((event, offer))
+        if not kept:
+            return
+        first = kept[0][0]
+        profile = self.state.read_profile(first.customer_id) if state.allows_personalization() else None
+        pages: dict[Any, list[int]] = {}
+        contexts = [_context(event) for event, _offer in kept]
+        for i, ctx in enumerate(contexts):
+            key = (ctx.channel, ctx.position, tuple(sorted(ctx.offer_affinity.items())))
+            pages.setdefault(key, []).append(i)
+        rows: list[Any] = [None] * len(kept)
+        for members in pages.values():
+            X = vectorize(profile, [kept[i][1] for i in members], contexts[members[0]], first.ts,
+                          self.offer_stats, self.offer_sets)
+            for i, row in zip(members, X, strict=True):
+                rows[i] = row
+        for (event, offer), row in zip(kept, rows, strict=True):
+            self._add_row(event, offer, row)
+
+    def _add_row(self, event: Event, offer: Offer, row: np.ndarray) -> None:
+        """Record one impression's row, its open label and its label window."""
         index = len(self.rows)
-        self.rows.append(row[0])
+        self.rows.append(row)
         self.labels.append(0)
         self.meta.append(RowMeta(event.customer_id, offer.offer_id, event.ts,
                                  event.get("decision_id"), event.get("position"),
@@ -270,6 +331,7 @@ class _Replayer:
 
     def result(self) -> ReplayResult:
         """Freeze the state into a :class:`ReplayResult`."""
+        self.flush()
         if self.last_ts is not None:
             self._close_windows(self.last_ts)
         X = np.vstack(self.rows).astype(np.float32) if self.rows \
@@ -292,6 +354,13 @@ class _Replayer:
         return ReplayResult(X, y, self.meta, self.offer_stats.snapshot(), self.state.profiles,
                             self.state.consents,
                             dict(self.counts), span, list(self.invalid), settings)
+
+
+def _decision_key(event: Event) -> tuple[str, Any, int] | None:
+    """Impressions sharing this key, one after another in the log, are one decision's."""
+    if event.type != "offer_impression" or event.get("decision_id") is None:
+        return None
+    return (event.customer_id, event.get("decision_id"), event.ts)
 
 
 def _context(event: Event) -> Context:

@@ -168,6 +168,23 @@ def test_the_impression_position_is_the_row_context_slot() -> None:
     assert result.X[:, F["ctx_position"]].tolist() == [0.0, 2.0]
 
 
+def test_the_offers_of_one_decision_are_vectorized_from_the_state_before_any_of_them() -> None:
+    page = [("o1", 0), ("o2", 1), ("o1", 2)]  # o1 twice: rows keyed by offer must not collide
+    log = Log().view("c1", T0).impression("c1", T0 + 1000, "o2")
+    for offer, slot in page:
+        log.add("offer_impression", "c1", T0 + 2000, offer_id=offer, decision_id="page", position=slot)
+    log.view("c1", T0 + 3000)
+    result = replay(log.events, OFFERS, assume_consent=True)
+    batch = result.X[1:]
+    assert batch[:, F["impressions_30d"]].tolist() == [batch[0, F["impressions_30d"]]] * 3
+    assert batch[:, F["ctx_position"]].tolist() == [0.0, 1.0, 2.0]
+    assert batch[[0, 2], F["offer_impressions"]].tolist() == [0.0, 0.0]  # o1 not seen before
+    assert batch[1, F["offer_impressions"]] == pytest.approx(math.log1p(1))  # o2 once, earlier
+    single = [replay(log.events[:2] + [e], OFFERS, assume_consent=True).X[-1] for e in log.events[2:5]]
+    np.testing.assert_array_equal(batch, np.vstack(single))  # each as if it were alone on the page
+    assert result.profiles["c1"].offers["o1"][0] == 2  # and then all three are applied
+
+
 def test_invalid_events_are_counted_duplicates_skipped_and_order_enforced() -> None:
     log = (Log().view("c1", T0).add("page_view", "c1", "yesterday")
            .add("consent", "c1", T0, consent={"x": 1}))
