@@ -100,7 +100,8 @@ def _count(tally: Tally, experiment: Experiment, erased: Mapping[str, int], unti
     window_ms = experiment.attribution_window_s * 1000
     until = until_ms if until_ms is not None else 2**63
     span: list[int] = []  # [first, last] decision time counted
-    for decision_id, d in tally.decisions.items():
+    # in sorted order, so that sums of floats do not depend on the order the records were read in
+    for decision_id, d in sorted(tally.decisions.items()):
         if d.experiment != experiment.id or d.ts <= erased.get(d.customer, -1) or d.ts >= until:
             continue
         span[:] = [min(span[0], d.ts), max(span[1], d.ts)] if span else [d.ts, d.ts]
@@ -114,7 +115,7 @@ def _count(tally: Tally, experiment: Experiment, erased: Mapping[str, int], unti
         arm["customers"].add(d.customer)
         arm["decisions"] += 1
         mine = arm["per_customer"].setdefault(d.customer, [0, 0])
-        for event_type, ts, revenue in tally.outcomes.get(decision_id, ()):
+        for event_type, ts, revenue in sorted(tally.outcomes.get(decision_id, ())):
             if ts - d.ts > window_ms or ts >= until:
                 continue
             arm[OUTCOMES[event_type]] += 1
@@ -139,7 +140,8 @@ def rate_interval(per_customer: Mapping[str, list[int]]) -> tuple[float | None, 
     rate, m = r / n, len(per_customer)
     if m < 2:
         return rate, math.nan
-    residuals = sum((v[1] - rate * v[0]) ** 2 for v in per_customer.values())
+    # sorted by customer: the same float sum whatever order the customers were counted in
+    residuals = sum((v[1] - rate * v[0]) ** 2 for _, v in sorted(per_customer.items()))
     return rate, m / (m - 1) * residuals / n**2
 
 

@@ -300,10 +300,36 @@ def _train(args: argparse.Namespace) -> int:
     return train_command(args)
 
 
+def _experiment_report(args: argparse.Namespace) -> int:
+    from offerstream.client import ApiClient
+    from offerstream.experiment_report import write_experiment_report
+
+    out = args.out or Path(f"experiment-{args.experiment_id}")
+    try:
+        write_experiment_report(ApiClient(args.url, api_key=args.api_key), args.experiment_id, out)
+    except (RuntimeError, OSError) as exc:
+        print(f"offerstream experiment report: {exc}", file=sys.stderr)
+        return 1
+    print(f"report written to {out / 'report.md'}")
+    return 0
+
+
+def _add_experiment_parser(sub: Any) -> None:
+    experiment = sub.add_parser("experiment", help="experiments: a report of one (holdout, champion/challenger)")
+    actions = experiment.add_subparsers(dest="action", required=True)
+    report = actions.add_parser("report", help="write a report with plots of experiment ID from any worker")
+    report.add_argument("experiment_id", metavar="ID")
+    report.add_argument("--url", default="http://127.0.0.1:6066", help="any worker's base URL")
+    report.add_argument("--api-key", default=None, help="default: $OFFERSTREAM_API_KEY")
+    report.add_argument("--out", type=Path, help="report directory (default ./experiment-ID)")
+    report.set_defaults(func=_experiment_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``offerstream`` command."""
     parser = argparse.ArgumentParser(prog="offerstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_experiment_parser(sub)
 
     serve = sub.add_parser("serve", help="run a worker (starts the embedded broker without --broker)")
     serve.add_argument("--broker", help="kafka://host:port of a Kafka cluster; default: embedded broker")

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -58,13 +60,14 @@ class ExperimentBook:
     :attr:`refused`; the writer then restores the key's previous value (``PUT`` answers 400).
     """
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, snapshot: Path | None = None) -> None:
+        self.snapshot = snapshot  # the embedded default refills its broker from it after a restart
         self.experiments: dict[str, Experiment] = {}
         self.raw: dict[str, bytes] = {}
         self.refused: dict[str, str] = {}
         self.invalid = 0
         self.any = asyncio.Event()
-        self.mirror = TopicMirror(bootstrap, EXPERIMENTS_TOPIC, self.apply)
+        self.mirror = TopicMirror(bootstrap, EXPERIMENTS_TOPIC, self.apply, on_batch=self._save)
 
     @property
     def ready(self) -> asyncio.Event:
@@ -93,15 +96,17 @@ class ExperimentBook:
         self.experiments[experiment_id], self.raw[experiment_id] = experiment, value
         self.any.set()
 
-    def check(self, experiment: Experiment) -> None:
-        """Refuse an experiment that overlaps another (``InvalidRequest`` naming ``placement``)."""
-        check_overlap(experiment, self.experiments, now_ms())
-
     def find(self, placement: str | None, now_ms: int) -> Experiment | None:
         """The running experiment covering ``placement``, if any."""
         if not self.experiments:  # the usual case: nothing to look at
             return None
         return find_experiment(self.experiments, placement, now_ms)
+
+    def _save(self) -> None:
+        if self.snapshot is not None:
+            tmp = self.snapshot.with_suffix(".tmp")
+            tmp.write_bytes(b"".join(v.rstrip(b"\n") + b"\n" for _, v in sorted(self.raw.items())))
+            os.replace(tmp, self.snapshot)
 
     async def placement_of(self, request: Any) -> str | None:
         """A score call's ``context.placement``; read only while an experiment names a placement.
@@ -222,9 +227,9 @@ def decide_with_experiments(book: ExperimentBook, versions: ModelVersions, place
 class Experiments:
     """A worker's experiment parts: the topic, the book, the arms' model versions, live results."""
 
-    def __init__(self, topic: Any, bootstrap: str, registry: ModelRegistry) -> None:
+    def __init__(self, topic: Any, bootstrap: str, registry: ModelRegistry, snapshot: Path | None = None) -> None:
         self.topic = topic  # the ``experiments`` topic as the topology declares it
-        self.book = ExperimentBook(bootstrap)
+        self.book = ExperimentBook(bootstrap, snapshot)
         self.versions = ModelVersions(registry)
         self.live = LiveResults(bootstrap, self.book)
 

@@ -33,7 +33,8 @@ class ExperimentsApi:
         check_key(request, self.api_key)
         experiment = parse_experiment(await read_json(request), request.match_info["experiment_id"],
                                       known_versions=self.registry.versions())
-        self.book.check(experiment)  # against what this worker has read so far
+        # Overlaps are decided in the topic's order, the same on every worker: a check against what
+        # this worker has read so far could refuse because of a change it has not read yet.
         previous = self.book.raw.get(experiment.id)
         await self._write(experiment.id, orjson.dumps(experiment.to_dict()))
         refused = self.book.refused.get(experiment.id)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from models.decision import hash_customer_id
 from models.experiment_results import Tally, results
 from models.experiments import HOLDOUT, NOT_ELIGIBLE, assign, parse_experiment
 from models.registry import ModelRegistry
+from offerstream import simulation as sim
 from tests.integration.workers import WorkerProcess, wait_until
 
 OFFERS = {f"o{i}": {"offer_id": f"o{i}", "title": f"Offer {i}", "category": c, "kind": "discount",
@@ -118,14 +121,14 @@ async def _partitions(consumer: AIOKafkaConsumer) -> set[int]:
 
 
 def _offline(broker: Any, workers: tuple[WorkerProcess, ...], body: dict[str, Any],
-             erased: dict[str, int]) -> dict[str, Any]:
+             erased: dict[str, int], experiment_id: str = "exp1") -> dict[str, Any]:
     tally = Tally()
     for record in _read_decisions(broker.bootstrap):
         tally.add_decision(record)
     for w in workers:
         for event in read_archive(w.data_dir / "archive"):
             tally.add_event(event["event_id"], event["type"], event["ts"], event)
-    return results(tally, parse_experiment(body, "exp1"), erased)
+    return results(tally, parse_experiment(body, experiment_id), erased)
 
 
 def _customers() -> dict[str, dict[str, bool]]:
@@ -224,3 +227,74 @@ def _erasure_leaves_the_counts(broker: Any, a: WorkerProcess, b: WorkerProcess, 
     _, text = a.client.request("GET", "/metrics")
     assert 'offerstream_experiment_decisions{experiment="exp1",arm="champion"}' in text
     assert NOT_ELIGIBLE not in expected["arms"]
+
+
+def test_the_report_is_written_from_a_worker(group: tuple, tmp_path: Path) -> None:
+    _, a, _, _ = group
+    out = tmp_path / "report"
+    command = [sys.executable, "-m", "offerstream.cli", "experiment", "report", "exp1", "--url", a.url,
+               "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
+    assert done.returncode == 0, done.stderr
+    final = orjson.loads((out / "results.json").read_bytes())
+    assert final == a.client.json("GET", "/v1/experiments/exp1/results")
+    series = orjson.loads((out / "series.json").read_bytes())
+    assert series and series[-1]["arms"]["champion"]["decisions"] == final["arms"]["champion"]["decisions"]
+    assert all(s["period"]["until"] for s in series)
+    text = (out / "report.md").read_text()
+    assert "| champion |" in text and "![uplift.png](uplift.png)" in text
+    assert (out / "rates.png").stat().st_size > 1000 and (out / "uplift.png").stat().st_size > 1000
+
+
+def test_a_simulated_shop_through_the_broker(group: tuple) -> None:
+    """The synthetic shop's customers answer the real workers' offers by the known response model."""
+    broker, a, b, (v1, _) = group
+    a.client.json("PUT", "/v1/experiments/exp1", {**_experiment(v1, v1), "end": _now_ms()})  # exp1 ends
+    offers = {f"sim-o{i}": {"offer_id": f"sim-o{i}", "category": ["GROCERY", "PRODUCE", "MEAT", "DRUG GM"][i % 4],
+                            "discount_pct": 5 + i} for i in range(sim.N_OFFERS)}
+    for offer_id, offer in offers.items():
+        a.client.json("PUT", f"/v1/offers/{offer_id}", offer)
+    body = {"holdout": 0.1, "control": "popular", "placement": "sim-shop", "attribution_window_s": 3600, "arms": [
+        {"name": "popular", "share": 0.3, "policy": {"kind": "popularity"}},
+        {"name": "model", "share": 0.3, "policy": {"kind": "model", "version": v1}},
+        {"name": "random", "share": 0.4, "policy": {"kind": "random"}}]}
+    b.client.json("PUT", "/v1/experiments/sim", body)
+    wait_until(lambda: "sim" in {e["id"] for e in a.client.json("GET", "/v1/experiments")["experiments"]},
+               timeout=10, what="both workers to hold the simulation's experiment")
+    rng = random.Random(2026)  # noqa: S311 - simulation
+    expected: dict[str, list[float]] = {}  # arm -> true redemption probability of each impression
+    events, now = [], _now_ms()
+    for i in range(300):
+        cid = f"sim-c{i}"
+        a.client.json("PUT", f"/v1/customers/{cid}/consent", {"flags": dict.fromkeys(
+            ("profile", "personalize", "measurement"), True)})
+        answer = (a, b)[i % 2].client.json("POST", "/v1/score", {
+            "customer_id": cid, "k": sim.K, "candidates": list(offers), "context": {"placement": "sim-shop"}})
+        arm, segment, u = answer["experiment"]["arm"], sim.segment_of(cid), sim.customer_propensity(rng)
+        for offer in answer["offers"]:
+            p = min(1.0, float(sim.P[segment, int(offer["offer_id"].removeprefix("sim-o"))]) * u)
+            expected.setdefault(arm, []).append(p)
+            base = {"customer_id": cid, "offer_id": offer["offer_id"], "decision_id": answer["decision_id"]}
+            events.append({**base, "event_id": f"si-{cid}-{offer['offer_id']}", "type": "offer_impression",
+                           "ts": now})
+            if rng.random() < p:
+                events.append({**base, "event_id": f"sr-{cid}-{offer['offer_id']}", "type": "offer_redeem", "ts": now})
+    for i in range(0, len(events), 100):
+        b.client.json("POST", "/v1/events", events[i:i + 100], expect=202)
+    live = wait_until(lambda: _settled(a, len(events)), timeout=30, what="the live results to count every event")
+    assert live == wait_until(lambda: _settled(b, len(events)), timeout=30, what="the other worker to agree")
+    assert live == _offline(broker, (a, b), body, {}, "sim")
+    truth = {arm: sum(ps) / len(ps) for arm, ps in expected.items()}
+    covered = {}
+    for arm in ("model", "random"):
+        lo, hi = live["arms"][arm]["uplift"]["ci95"]
+        covered[arm] = lo <= truth[arm] - truth["popular"] <= hi
+    print("simulated shop through the broker: true rates", truth, "live", {
+        n: (r["rate"], r.get("uplift")) for n, r in live["arms"].items()}, "interval holds the truth:", covered)
+    assert live["arms"][HOLDOUT]["impressions"] == 0 and live["arms"][HOLDOUT]["customers"] > 0
+
+
+def _settled(w: WorkerProcess, n_events: int) -> dict[str, Any] | None:
+    answer = w.client.json("GET", "/v1/experiments/sim/results")
+    counted = sum(r["impressions"] + r["redemptions"] for r in answer["arms"].values())
+    return answer if counted == n_events else None
