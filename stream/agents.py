@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -35,6 +35,7 @@ MAX_DEAD_LETTER_RAW = 64 * 1024
 
 
 RESTORED_HEADER = "offerstream-restored"
+TCF_BASIS_FIELD = "tcf_basis"  # named in the archived record of a consent event with a TC string
 
 
 @dataclass
@@ -83,7 +84,8 @@ class Ingest:
         for outcome, n in outcomes.items():
             self.metrics.inc(f'events_processed_total{{outcome="{outcome}"}}', n)
         if applied and not _restored(message):
-            self.local_log.append(applied, value if not envelope and len(applied) == 1 else None)
+            raw = value if not envelope and len(applied) == 1 and TCF_BASIS_FIELD not in applied[0].data else None
+            self.local_log.append(applied, raw)
 
     async def _apply(self, key: bytes | None, item: Event, message: Any, index: int | None,
                      applied: list[Event]) -> str | None:
@@ -96,8 +98,9 @@ class Ingest:
         except InvalidConsent as exc:
             await self._dead_letter(key, item.data, InvalidEvent(f"consent.{exc.field}", exc.reason), message, index)
             return None
-        if result.stored:
-            applied.append(item)  # only what was stored is archived
+        if result.stored:  # only what was stored is archived; a TC string with the basis it was read under
+            tc = item.get("consent").get("tcf") if item.type == "consent" else None
+            applied.append(replace(item, data={**item.data, TCF_BASIS_FIELD: self.tcf_basis}) if tc else item)
         return result.value
 
     async def _dead_letter(self, key: bytes | None, raw: Any, error: InvalidEvent, message: Any,

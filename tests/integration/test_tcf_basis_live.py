@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 
 from models.tcf import PublisherTC, TCString, VendorSet, encode_tc_string
@@ -40,6 +41,11 @@ def worker(broker: EmbeddedBroker, trained_registry: Path,
         w.stop()
 
 
+def archived(w: WorkerProcess) -> list[dict]:
+    files = sorted((w.data_dir / "archive").rglob("*.jsonl"))
+    return [orjson.loads(line) for f in files for line in f.read_bytes().splitlines() if line.strip()]
+
+
 def test_every_reader_of_tc_strings_uses_the_workers_basis(worker: WorkerProcess) -> None:
     call, event, score = (f"tcf-{name}-{uuid.uuid4().hex[:6]}" for name in ("call", "event", "score"))
     answer = worker.client.json("PUT", f"/v1/customers/{call}/consent", {"tcf": GHOST})
@@ -54,6 +60,14 @@ def test_every_reader_of_tc_strings_uses_the_workers_basis(worker: WorkerProcess
                what="the consent event applied")
     stored = worker.client.json("GET", f"/v1/customers/{event}")["consent"]
     assert stored["flags"]["personalize"] is False and stored["sources"]["personalize"] == "tcf"
+    # the archived records (the consent call's and the event's) name the basis too
+    def records() -> list[tuple[str, str]]:
+        return sorted((r["customer_id"], r.get("tcf_basis") or "-") for r in archived(worker)
+                      if r["type"] == "consent" and r["customer_id"] in (call, event))
+
+    wait_until(lambda: len(records()) == 3, what="the consent records in the archive")
+    # the TC string's records name the basis; the flags-only call has none to name
+    assert records() == sorted([(call, "vendor:12"), (call, "-"), (event, "vendor:12")])
 
     worker.client.json("PUT", f"/v1/customers/{score}/consent", {"flags": {"profile": True, "personalize": True}})
     plain = worker.client.json("POST", "/v1/score", {"customer_id": score, "k": 1})
