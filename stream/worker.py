@@ -94,7 +94,8 @@ class Worker:
         self.ledger = ErasureLedger(settings.data_dir / "erasure-ledger.jsonl", settings.hash_key)
         self.erasures = TopicMirror(bootstrap, ERASURES_TOPIC, functools.partial(apply_erasure_record, self.ledger))
         self.model = ModelHolder(ModelRegistry(settings.registry_dir))
-        self.experiments = Experiments(topology.experiments, bootstrap, self.model.registry)
+        self.experiments = Experiments(topology.experiments, bootstrap, self.model.registry,
+                                       snapshot=settings.data_dir / "experiments.jsonl")
         self.local_log = LocalLog(settings.archive_dir, settings.data_dir / "dead-letter.jsonl", str(settings.port))
         self.readiness = Readiness(app, settings.broker, self.catalogue, self.erasures, self.model,
                                    open_access=settings.api_key is None)

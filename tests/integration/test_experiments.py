@@ -298,3 +298,34 @@ def _settled(w: WorkerProcess, n_events: int) -> dict[str, Any] | None:
     answer = w.client.json("GET", "/v1/experiments/sim/results")
     counted = sum(r["impressions"] + r["redemptions"] for r in answer["arms"].values())
     return answer if counted == n_events else None
+
+
+def test_experiments_and_arms_survive_a_restart_of_the_embedded_default(tmp_path: Path,
+                                                                         trained_registry: Path) -> None:
+    body = {"holdout": 0.3, "control": "popular", "arms": [
+        {"name": "popular", "share": 0.5, "policy": {"kind": "popularity"}},
+        {"name": "random", "share": 0.5, "policy": {"kind": "random"}}]}
+    customers = [f"r{i}" for i in range(12)]
+    first = WorkerProcess(None, tmp_path / "data", app_id="exp-restart", registry=trained_registry).start()
+    try:
+        first.client.json("PUT", "/v1/offers/o1", OFFERS["o1"])
+        first.client.json("PUT", "/v1/experiments/kept", body)
+        for c in customers:
+            first.client.json("PUT", f"/v1/customers/{c}/consent", {"flags": {"profile": True, "personalize": True}})
+        before = {c: first.client.json("POST", "/v1/score", {"customer_id": c, "k": 1})["experiment"]
+                  for c in customers}
+    finally:
+        first.stop()
+    second = WorkerProcess(None, tmp_path / "data", app_id="exp-restart", port=first.port).start(timeout=90)
+    try:
+        assert second.client.json("GET", "/health")["experiments_loaded"]
+        assert second.client.json("GET", "/v1/experiments")["experiments"] == [
+            parse_experiment(body, "kept").to_dict()]
+        after = {c: second.client.json("POST", "/v1/score", {"customer_id": c, "k": 1})["experiment"]
+                 for c in customers}
+        experiment = parse_experiment(body, "kept")
+        assert after == before == {c: {"id": "kept", "arm": assign(experiment, c, personalize=True)}
+                                   for c in customers}
+        assert len({e["arm"] for e in after.values()}) == 3  # holdout and both arms among them
+    finally:
+        second.stop()
