@@ -623,3 +623,28 @@
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
 })();
+
+// Experiments (issue 15): which arm served the customer, next to the model version. The kit's
+// renderer is wrapped, so every answer the page shows also updates the arm.
+(function showExperimentArm() {
+  const kit = window.Offerstream;
+  if (!kit || typeof kit.renderOffers !== "function") return;
+  const render = kit.renderOffers;
+  kit.renderOffers = function (container, answer, options) {
+    const out = render(container, answer, options);
+    const model = document.getElementById("model-version");
+    let tag = document.getElementById("experiment-arm");
+    if (!tag && model && model.parentNode) {
+      tag = document.createElement("span");
+      tag.id = "experiment-arm";
+      tag.className = "model";
+      model.parentNode.after(tag);
+    }
+    if (tag) {
+      const exp = answer.experiment;
+      tag.textContent = exp ? ` experiment ${exp.id}: arm ${exp.arm}` : "";
+      tag.dataset.arm = exp ? exp.arm : "";
+    }
+    return out;
+  };
+})();
