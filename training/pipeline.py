@@ -471,7 +471,9 @@ def _write_report(out: Path, metrics: dict[str, Any], y: np.ndarray,
                   scores: Mapping[str, np.ndarray], progress: Progress) -> None:
     no_plots = None
     try:
-        plots = report.write_plots(out, y, scores, metrics["model"]["permutation_importance"])
+        intervals = {"AUC": metrics.get("uncertainty", {}).get("vs", {}),
+                     f"NDCG@{metrics['ndcg_k']}": metrics.get("uncertainty_ndcg", {}).get("vs", {})}
+        plots = report.write_plots(out, y, scores, metrics["model"]["permutation_importance"], intervals)
     except report.PlotsUnavailable as exc:
         plots, no_plots = {}, str(exc)
         progress(f"report without plots: {no_plots}")

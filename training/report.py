@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 PLOTS = {"roc": "roc.png", "calibration": "calibration.png", "lift": "lift.png",
-         "importance": "feature_importance.png"}
+         "importance": "feature_importance.png", "gate": "gate.png"}
 
 
 # ---- plots --------------------------------------------------------------------------------
@@ -52,8 +52,11 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 
 def write_plots(out_dir: Path, y: np.ndarray, scores: Mapping[str, np.ndarray],
-                importance: Sequence[tuple[str, float, float]]) -> dict[str, str]:
-    """ROC, calibration, lift and feature-importance PNGs; returns ``{plot: file name}``.
+                importance: Sequence[tuple[str, float, float]],
+                intervals: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, str]:
+    """ROC, calibration, lift and feature-importance PNGs, and with ``intervals`` (``{metric:
+    {other scorer: {"diff", "ci95"}}}``, the paired bootstraps) the gate's picture: the model
+    minus each other scorer, with its 95 % interval; returns ``{plot: file name}``.
 
     Raises
     ------
@@ -103,7 +106,28 @@ def write_plots(out_dir: Path, y: np.ndarray, scores: Mapping[str, np.ndarray],
             xerr=[s for _n, _m, s in shown], color="tab:blue")
     ax.set(xlabel="AUC drop when the feature is permuted", title="Permutation importance (model)")
     _save(fig, out_dir / PLOTS["importance"], plt)
-    return dict(PLOTS)
+    written = dict(PLOTS)
+    if not intervals or not any(intervals.values()):
+        del written["gate"]
+        return written
+    _gate_plot(out_dir / PLOTS["gate"], intervals, plt)
+    return written
+
+
+def _gate_plot(path: Path, intervals: Mapping[str, Mapping[str, Any]], plt: Any) -> None:
+    """One panel per metric: the model minus each other scorer, 95 % interval as error bars."""
+    shown = {metric: vs for metric, vs in intervals.items() if vs}
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.2), squeeze=False)
+    for ax, (metric, vs) in zip(axes[0], shown.items(), strict=True):
+        names = list(vs)
+        diffs = [vs[n]["diff"] for n in names]
+        lows = [vs[n]["diff"] - vs[n]["ci95"][0] for n in names]
+        highs = [vs[n]["ci95"][1] - vs[n]["diff"] for n in names]
+        colors = ["tab:green" if vs[n]["ci95"][0] > 0 else "tab:red" for n in names]
+        ax.barh(names, diffs, xerr=[lows, highs], color=colors, capsize=4)
+        ax.axvline(0.0, color="k", lw=1)
+        ax.set(xlabel=f"model - scorer, {metric} (95 % interval)", title=f"{metric}: is the model better?")
+    _save(fig, path, plt)
 
 
 def _save(fig: Any, path: Path, plt: Any) -> None:
@@ -277,7 +301,8 @@ def write_report_md(out_dir: Path, m: Mapping[str, Any], plots: Mapping[str, str
     ]
     if no_plots:
         lines += [f"No plots: {no_plots}.", ""]
-    for title, key in (("ROC", "roc"), ("Calibration", "calibration"), ("Lift", "lift"),
+    for title, key in (("The gate: differences and their intervals", "gate"), ("ROC", "roc"),
+                       ("Calibration", "calibration"), ("Lift", "lift"),
                        ("Feature importance", "importance")):
         if key in plots:
             lines += [f"### {title}", "", f"![{title}]({plots[key]})", ""]

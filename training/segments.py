@@ -3,14 +3,16 @@
 A row's segment is read from its feature row, i.e. from what the profile held **at decision
 time** (point in time, as the row itself), through :data:`models.features.FEATURE_INDEX`:
 
-* ``cold_start``: no event of the customer before the decision (``hours_since_event`` is the
-  "never" value), so only context and offer features can help;
+* ``cold_start``: the model sees no history of the customer: no event before the decision
+  (``hours_since_event`` is the "never" value), or no profile it may use (``personalized`` 0:
+  the customer has none yet, or gave no ``personalize`` consent), so only context and offer
+  features can help;
 * ``new``: some history but fewer than two purchases; ``returning``: two purchases or more;
 * ``store_only``: every earlier purchase in a store; ``online``: at least one earlier purchase on
   the web or in the app (``store_share`` < 1).
 
-Rows scored without a profile (no ``personalize`` consent) are in no segment. A segment may be
-empty: the Complete Journey has store purchases only, so ``online`` is empty there.
+A segment may be empty: the Complete Journey has store purchases only, so ``online`` is empty
+there.
 
 Examples
 --------
@@ -38,7 +40,7 @@ from training.metrics import bootstrap_auc, bootstrap_ndcg, ndcg_at_k, rank_auc
 __all__ = ["SEGMENTS", "segment_masks", "segment_results"]
 
 SEGMENTS = {
-    "cold_start": "no event of the customer before the decision",
+    "cold_start": "no history the model may use: no event before the decision, or no profile",
     "new": "some history, fewer than 2 purchases before the decision",
     "returning": "2 or more purchases before the decision",
     "store_only": "1 or more purchases before the decision, all in a store",
@@ -57,7 +59,7 @@ def segment_masks(X: np.ndarray) -> dict[str, np.ndarray]:
     orders = column["orders_total"]
     bought = personal & (orders > 0)
     return {
-        "cold_start": cold,
+        "cold_start": cold | ~personal,
         "new": personal & ~cold & (orders < _TWO),
         "returning": personal & (orders >= _TWO),
         "store_only": bought & (column["store_share"] >= 1.0),

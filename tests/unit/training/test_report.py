@@ -43,3 +43,16 @@ def test_plots_and_report_are_written_and_linked(tmp_path: Path) -> None:
     assert "| model (gbm) |" in text and "none logged" in text
     assert "| model - popularity |" in text and "95 % interval" in text
     assert (tmp_path / "metrics.json").is_file()
+
+
+def test_the_gate_plot_shows_each_difference_with_its_interval(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    y = (rng.random(300) < 0.3).astype(float)
+    scores = {"GBM": np.clip(y * 0.5 + rng.random(300) * 0.5, 0, 1), "logistic": rng.random(300)}
+    groups = np.arange(300) // 5
+    intervals = {"AUC": metrics.bootstrap_auc(y, scores, "GBM", n_boot=100)["vs"],
+                 "NDCG@3": metrics.bootstrap_ndcg(y, scores, groups, "GBM", 3, 100)["vs"]}
+    plots = report.write_plots(tmp_path, y, scores, [("a", 0.1, 0.01)], intervals)
+    assert plots["gate"] == "gate.png" and (tmp_path / "gate.png").read_bytes()[:4] == b"\x89PNG"
+    assert "gate" not in report.write_plots(tmp_path / "none", y, scores, [("a", 0.1, 0.01)],
+                                            {"AUC": {}, "NDCG@3": {}})

@@ -23,7 +23,7 @@ def _rows() -> np.ndarray:
 
 def test_every_row_lands_where_its_features_say() -> None:
     masks = {k: np.flatnonzero(v).tolist() for k, v in segment_masks(_rows()).items()}
-    assert masks == {"cold_start": [0], "new": [1, 2], "returning": [3, 4],
+    assert masks == {"cold_start": [0, 5], "new": [1, 2], "returning": [3, 4],
                      "store_only": [2, 4], "online": [3]}
 
 
@@ -34,7 +34,7 @@ def test_segment_results_count_and_compare() -> None:
     groups = np.arange(X.shape[0]) // 3
     scores = {"model": y + rng.normal(0, 0.1, y.size), "other": rng.random(y.size)}
     out = segment_results(X, y, scores, groups, "model", 3, n_boot=200)
-    assert out["online"]["rows"] == 50 and out["cold_start"]["positives"] == int(y[:50].sum())
+    assert out["online"]["rows"] == 50 and out["cold_start"]["positives"] == int(y[:50].sum() + y[250:].sum())
     assert out["returning"]["auc"]["model"] > 0.95 and out["returning"]["auc_vs"]["other"]["ci95"][0] > 0
     assert out["new"]["ndcg_vs"]["other"]["ci95"][0] > 0
 
