@@ -64,4 +64,5 @@ class ExperimentsApi:
         experiment = self.book.experiments.get(experiment_id)
         if experiment is None:
             raise NotFound(f"no experiment {experiment_id!r}")
-        return json_response(self.live.answer(experiment, self.erased(), None if until is None else int(until)))
+        answer = await self.live.answer(experiment, self.erased(), None if until is None else int(until))
+        return json_response(answer)

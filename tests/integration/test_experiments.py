@@ -224,8 +224,11 @@ def _erasure_leaves_the_counts(broker: Any, a: WorkerProcess, b: WorkerProcess, 
     for w in (a, b):
         assert w.client.json("GET", "/v1/experiments/exp1/results") == expected
     assert expected["arms"]["champion"]["decisions"] == before["arms"]["champion"]["decisions"] - 1
-    _, text = a.client.request("GET", "/metrics")
-    assert 'offerstream_experiment_decisions{experiment="exp1",arm="champion"}' in text
+    # /metrics shows results counted in the background at most 10 s before: the first scrape starts a count
+    decisions = expected["arms"]["champion"]["decisions"]
+    line = f'offerstream_experiment_decisions{{experiment="exp1",arm="champion"}} {decisions}'
+    wait_until(lambda: line in str(a.client.request("GET", "/metrics")[1]).splitlines(), timeout=30,
+               what=f"/metrics to show {line}")
     assert NOT_ELIGIBLE not in expected["arms"]
 
 
