@@ -69,7 +69,7 @@ def group(broker: Any, tmp_path_factory: pytest.TempPathFactory, trained_registr
 def _experiment(v1: str, v2: str) -> dict[str, Any]:
     return {"holdout": 0.2, "control": "champion", "attribution_window_s": 3600, "arms": [
         {"name": "champion", "share": 0.4, "policy": {"kind": "model", "version": v1}},
-        {"name": "challenger", "share": 0.3, "policy": {"kind": "model", "version": v2}},
+        {"name": "challenger", "share": 0.3, "policy": {"kind": "model", "version": v2}, "exploration": "epsilon:0.5"},
         {"name": "popular", "share": 0.3, "policy": {"kind": "popularity"}}]}
 
 
@@ -196,6 +196,10 @@ def test_an_experiment_runs_end_to_end_and_its_results_equal_a_recount(group: tu
     wait_until(lambda: sum(1 for w in (a, b) for _ in read_archive(w.data_dir / "archive")
                            if _.get("decision_id")) >= len(events) - 1, timeout=30, what="outcomes archived")
     expected = _offline(broker, (a, b), body, {})
+    explored = {(r["experiment"]["arm"], r["exploration"]) for r in _read_decisions(broker.bootstrap)
+                if (r.get("experiment") or {}).get("id") == "exp1"}
+    assert {mode for arm, mode in explored if arm == "challenger"} == {"epsilon"}  # the arm's own exploration
+    assert {mode for arm, mode in explored if arm != "challenger"} == {"greedy"}
     assert expected["not_eligible"] == 5 and expected["not_measured"] == 5
     assert expected["arms"]["champion"]["redemptions"] > 0 and expected["arms"][HOLDOUT]["impressions"] == 0
     for w in (a, b):
