@@ -7,11 +7,12 @@ broker's CPU on Kafka is the sum over its three JVMs).
 (a) HTTP, real worker: the first model (GBM, ONNX) trained on the Complete Journey sample when
     ``../shared/data`` is there (else the fallback scorer, and the settings say so), 200 offers in
     the catalogue, customers with consent and a profile. The open-loop generator
-    (``benchmarks/loadgen.py``) sends 500 req/s, latency measured from each request's scheduled
-    send time; then a closed loop of 16 clients measures scores/s at saturation. Both phases also
-    report the CPU time the worker, the broker and the generator spent per request (from
-    ``/proc``), which on a shared 2-core machine is steadier than any latency, and the load
-    average, which says how shared the machine was.
+    (``benchmarks/loadgen.py``) sends 500 req/s, then 1,000 req/s, latency measured from each
+    request's scheduled send time; then 16 keep-alive connections of ``wrk`` (C, Lua body; the
+    Python closed loop where wrk is not installed, and the results say which) measure scores/s
+    at saturation. Every phase also reports the CPU time the worker, the broker and the
+    generator spent per request (from ``/proc``), which on a shared 2-core machine is steadier
+    than any latency, and the load average, which says how shared the machine was.
 (b) In process, naive vs optimized, same inputs: the naive path decodes consent and profile from
     the table bytes on every request (what the view did before the write-behind state), the
     optimized one reads the live objects; both call ``models.decision.decide``.
@@ -31,10 +32,13 @@ import orjson
 
 from benchmarks.common import broker_group, broker_pids, cli, cpu_s, result_name, summarize, synthetic_events, target
 from benchmarks.loadgen import open_loop, saturate
+from benchmarks.wrk import available as wrk_available
+from benchmarks.wrk import saturate_wrk
 
 __all__ = ["run", "main"]
 
 N_OFFERS = 200
+FAST_RATE = 1000.0  # issue 17: p99 <= 3 ms at this rate
 CATEGORIES = [f"cat{i}" for i in range(30)]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -232,21 +236,33 @@ def run(quick: bool = False, broker: str = "tansu") -> dict[str, Any]:
             load_before = os.getloadavg()
             loaded, loaded_cpu = _measured(pids, lambda r: r["sent"],
                                            lambda: asyncio.run(open_loop(url, body_for, rate, duration)), worker)
-            saturated, saturated_cpu = _measured(
-                pids, lambda r: r["requests"], lambda: asyncio.run(saturate(url, body_for, 2.0 if quick else 8.0)),
-                worker)
+            fast, fast_cpu = _measured(pids, lambda r: r["sent"],
+                                       lambda: asyncio.run(open_loop(url, body_for, FAST_RATE, duration)), worker)
+            seconds = 2.0 if quick else 8.0
+            if wrk_available():  # a lean C client: its CPU does not hide the server's
+                saturated, saturated_cpu = _measured(
+                    pids, lambda r: r["requests"], lambda: saturate_wrk(url, bodies, seconds, connections=16), worker)
+            else:
+                saturated, saturated_cpu = _measured(
+                    pids, lambda r: r["requests"], lambda: asyncio.run(saturate(url, body_for, seconds)), worker)
+                saturated["tool"] = "benchmarks/loadgen.py (wrk is not installed)"
             load_after = os.getloadavg()
             model = worker.client.json("GET", "/health")["model_version"]
             served = _served_scorer(registry)
     lat = summarize(loaded["latencies_ms"])
+    fast_lat = summarize(fast["latencies_ms"])
     proc = in_process(200 if quick else 2000, served, customers)
     results = {
         "open_loop": {"rate": rate, "duration_s": duration, "latency_ms": lat,
                       "client_send_lag_ms": summarize(loaded["send_lag_ms"]), "errors": loaded["errors"],
                       "statuses": {str(k): v for k, v in loaded["statuses"].items()},
                       "achieved_rate": round(loaded["achieved_rate"], 1), "cpu_per_request": loaded_cpu},
+        "open_loop_fast": {"rate": FAST_RATE, "duration_s": duration, "latency_ms": fast_lat,
+                           "errors": fast["errors"], "statuses": {str(k): v for k, v in fast["statuses"].items()},
+                           "achieved_rate": round(fast["achieved_rate"], 1), "cpu_per_request": fast_cpu},
         "saturation": {"scores_per_s": round(saturated["per_s"], 1), "errors": saturated["errors"],
-                       "concurrency": 16, "cpu_per_request": saturated_cpu},
+                       "concurrency": 16, "load_generator": saturated["tool"],
+                       "latency_ms": saturated.get("latency_ms"), "cpu_per_request": saturated_cpu},
         "load_average_1m": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
         "in_process_decide_ms": proc,
         "ratio_vs_naive": proc["ratio_p50"],
@@ -260,7 +276,8 @@ def run(quick: bool = False, broker: str = "tansu") -> dict[str, Any]:
         "targets": [
             target("score p50 at 500 req/s", lat.get("p50", float("nan")), 2.0, "ms"),
             target("score p99 at 500 req/s", lat.get("p99", float("nan")), 5.0, "ms"),
-            target("scores/s per worker at saturation", round(saturated["per_s"], 1), 2000.0, "scores/s",
+            target(f"score p99 at {FAST_RATE:.0f} req/s", fast_lat.get("p99", float("nan")), 3.0, "ms"),
+            target("scores/s per worker at saturation", round(saturated["per_s"], 1), 3000.0, "scores/s",
                    at_most=False),
         ],
     }

@@ -47,9 +47,13 @@ class LocalLog:
         ``raw``: the message bytes when they hold exactly ``events[0]`` as one JSON object; the
         processing-order field is then spliced in front instead of serializing the event again.
         """
-        self.archive.append(self._lines(events, raw))
+        self.archive.append(self.lines(events, raw))
 
-    def _lines(self, events: list[Event], raw: bytes | None) -> Iterator[tuple[int, bytes]]:
+    def append_lines(self, lines: list[tuple[int, bytes]]) -> None:
+        """Append lines made by :meth:`lines` (several messages' events at once)."""
+        self.archive.append(lines)
+
+    def lines(self, events: list[Event], raw: bytes | None) -> Iterator[tuple[int, bytes]]:
         if raw is not None and len(events) == 1:
             yield events[0].ts, archive_line(events[0].data, self._next_seq(), raw)
             return

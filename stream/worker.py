@@ -34,8 +34,8 @@ from stream.brokers import BrokerProfile, bootstrap_servers
 from stream.catalogue import Catalogue, TopicMirror
 from stream.contiguous import holes, read_contiguously
 from stream.customers import Customers, apply_erasure_record
-from stream.delivery_order import DeliveryOrder
 from stream.embedded.transport import TansuSafeTransport
+from stream.events_reader import EventsReader, OffloadingTransport
 from stream.experiments import Experiments
 from stream.gc_tuning import freeze_when_ready
 from stream.handlers.customers import CustomersApi
@@ -47,14 +47,13 @@ from stream.handlers.score import ScoreApi
 from stream.http import Cors
 from stream.ingest_state import LiveState
 from stream.local_log import LocalLog
-from stream.log_reader import LogReader
 from stream.metrics import Metrics
 from stream.model_holder import ModelHolder
 from stream.placement import Placement
 from stream.readiness import Readiness
 from stream.routes import mount, route_table
 from stream.settings import Settings
-from stream.topics import ERASURES_TOPIC
+from stream.topics import ERASURES_TOPIC, EVENTS_TOPIC
 from stream.topology import declare
 
 __all__ = ["Worker"]
@@ -83,6 +82,8 @@ class Worker:
             # This transport takes the larger of ListOffsets and the Fetch high watermark, and
             # waits 20 ms instead of 1.5 s for fetches (BROKER-NOTES, tests/integration).
             app.transport = TansuSafeTransport(app.conf.broker_consumer, app)
+        else:
+            app.transport = OffloadingTransport(app.conf.broker_consumer, app)
             # The bundled broker can hand a consumer a record batch before an earlier one of the
             # same partition is readable; every consumer of this process reads the hole again
             # instead of skipping it (stream/contiguous.py; it lost acknowledged events: issue 18).
@@ -113,14 +114,15 @@ class Worker:
         # tail; measured by flushing every 30 s instead: p99 24 ms). The flush bounds the buffer
         # itself (it waits for the producer before the next one), so the stall is lifted here.
         producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
-        # Every offset of an events partition is applied once and in order; what faust does not hand
-        # over (it can drop a message around a rebalance) is read straight from the log (issue 18).
-        self.log_reader = LogReader(bootstrap, app.conf.id)
-        self.order = DeliveryOrder(self.log_reader)
+        # The owned events partitions are read in batches from the committed offsets, each offset
+        # once and in order, instead of being handed over by faust one message at a time (faust's
+        # per-message cost, and the messages it can drop around a rebalance: issues 17 and 18).
+        self.events_reader = EventsReader(cast(Any, app.consumer).offloaded_readable, bootstrap, EVENTS_TOPIC,
+                                          app.conf.id, holes_are_real=not profile.tansu_workarounds)
         register_agents(app, Ingest(topology, self.live, self.ledger, self.placement.events_partition,
                                     self.local_log, self.metrics, self.readiness.processed,
                                     tcf_basis=settings.tcf_basis),
-                        order=self.order)
+                        self.events_reader)
         self._mount_routes(static_dir)
         self._register_tasks()
 
@@ -163,7 +165,9 @@ class Worker:
         # those that never filled (passed over: logged as errors)
         gauges["offset_holes_seen"] = holes["seen"]
         gauges["offset_holes_passed_over"] = holes["passed_over"]
-        gauges["events_order_passed_over"] = self.order.passed_over
+        gauges["events_reader_batches"] = self.events_reader.batches
+        gauges["events_reader_batches_dropped"] = self.events_reader.dropped
+        gauges["events_reader_holes_read_again"] = self.events_reader.holes_seen
         gauges["ready"] = int(self.readiness.health()["ready"])
         self.metrics.info["model_version"] = self.model.scorer.version
         return self.metrics.render()
@@ -176,10 +180,6 @@ class Worker:
             for topic in (topology.offers, topology.decisions, topology.dead_letter, topology.erasures):
                 await topic.maybe_declare()
             await asyncio.gather(self.catalogue.run(), self.erasures.run(), self.experiments.run())
-
-        @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs want a sync receiver
-        async def stop_log_reader(sender: Any, **kwargs: Any) -> None:
-            await self.log_reader.stop()
 
         @app.timer(1.0)
         async def flush_archive() -> None:

@@ -21,8 +21,10 @@ from typing import Any, Final
 
 from aiokafka import TopicPartition
 from aiokafka.protocol.fetch import FetchRequest
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Transport
 from faust.types import TP
+
+from stream.events_reader import OffloadingConsumer
 
 __all__ = [
     "FETCH_MAX_WAIT_MS",
@@ -123,7 +125,7 @@ class TansuSafeConsumerThread(AIOKafkaConsumerThread):
         return listed
 
 
-class TansuSafeConsumer(Consumer):
+class TansuSafeConsumer(OffloadingConsumer):
     """faust aiokafka ``Consumer`` that uses :class:`TansuSafeConsumerThread`."""
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:

@@ -184,10 +184,12 @@ def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: floa
             scorer.join(timeout=10)
             time.sleep(2.0)  # a late replay would show up as a count above the truth
             final = counts(a, ids)
-            # what the survivor's order guard did (stream/delivery_order.py): records faust did not
-            # hand over, read from the log; messages handed over again after they were applied
-            from_log = int(a.metric("offerstream_events_read_from_log_total"))
-            passed_over = int(a.metric("offerstream_events_order_passed_over"))
+            # what the survivor's events reader did (stream/events_reader.py): batches read but
+            # dropped because a rebalance began; events messages faust handed over (must be none)
+            dropped = int(a.metric("offerstream_events_reader_batches_dropped"))
+            handed_over = int(a.metric("offerstream_events_handed_over_by_faust_total"))
+            no_record = int(a.metric("offerstream_events_offsets_without_record_total"))
+            read_again = int(a.metric("offerstream_events_reader_holes_read_again"))
         finally:
             stop.set()
             b.stop()
@@ -200,5 +202,6 @@ def run_crash(tmp: Path, *, customers: int = 40, events: int = 6_000, rate: floa
         "wrong_customers": sorted(c for c in ids if final[c] != expected[c])[:10],
         "kill_to_exact_s": round(caught_up_s, 2),
         "handover_statuses": {str(k): v for k, v in statuses.items()}, "bad_answers": bad[:10],
-        "read_from_log": from_log, "passed_over": passed_over,
+        "batches_dropped": dropped, "handed_over_by_faust": handed_over, "offsets_without_record": no_record,
+        "holes_read_again": read_again,
     }

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from tests.integration.workers import REPO, WorkerProcess, group_settled, wait_until
@@ -109,3 +109,52 @@ def test_two_workers_count_a_shop_producers_events_exactly(cluster: KafkaCluster
     finally:
         for worker in workers:
             worker.stop()
+
+
+def test_a_transactional_producers_events_count_once_and_offsets_commit_past_its_markers(
+        cluster: KafkaCluster, tmp_path: Path) -> None:
+    """A shop producing in transactions: committed ones count, aborted ones never do, and the
+    group's committed offsets reach the end of each partition (offsets of transaction markers
+    hold no record; the events reader acknowledges them too, or the commit would stop there)."""
+    worker = WorkerProcess(cluster.url, tmp_path / "w", app_id="ktx")
+    try:
+        worker.start(timeout=120)
+        wait_until(lambda: group_settled([worker]), timeout=120, interval=0.5, what="a worker on Kafka")
+        customers = [f"tx-{i}" for i in range(20)]
+        for c in customers:
+            worker.client.json("PUT", f"/v1/customers/{c}/consent", {"flags": ALL})
+        now = int(time.time() * 1000) - 60_000
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": "shop-tx"})
+        producer.init_transactions(30)
+        for txn, commit in enumerate((True, False, True)):  # the second transaction is aborted
+            producer.begin_transaction()
+            for i in range(200):
+                c = customers[i % len(customers)]
+                producer.produce("events", (f'{{"event_id": "tx{txn}-{i}", "type": "page_view", "customer_id": '
+                                            f'"{c}", "ts": {now + i}, "category": "shoes"}}').encode(), key=c.encode())
+            (producer.commit_transaction if commit else producer.abort_transaction)(30)
+
+        def counts() -> list[int]:
+            return [(worker.client.request("GET", f"/v1/customers/{c}")[1].get("profile") or {}).get("n_events", 0)
+                    for c in customers]
+
+        wait_until(lambda: counts() == [20] * len(customers), timeout=60, interval=0.5,
+                   what="every profile to count the 20 events of its two committed transactions")
+        consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "ktx"})
+        try:
+            partitions = [TopicPartition("events", p) for p in range(4)]
+
+            def behind() -> list[tuple[int, int, int]]:
+                committed = consumer.committed(partitions, timeout=10)
+                ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
+                return [(tp.partition, tp.offset, end) for tp, end in zip(committed, ends, strict=True)
+                        if end > 0 and tp.offset != end]
+
+            wait_until(lambda: behind() == [], timeout=60, interval=1.0,
+                       what="the group's committed offsets to reach every partition's end")
+        finally:
+            consumer.close()
+        time.sleep(2.0)
+        assert counts() == [20] * len(customers)  # and the aborted transaction never shows up
+    finally:
+        worker.stop()

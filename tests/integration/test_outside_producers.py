@@ -33,6 +33,7 @@ def _runs(tmp_path: Path, producer: str, runs: int) -> list[dict]:
         assert not result["producer_errors"], result  # every event was acknowledged by the broker
         assert result["lost"] == 0 and result["counted_twice"] == 0, f"run {i + 1} of {runs}: {result}"
         assert not result["bad_answers"], result
+        assert result["offsets_without_record"] == 0, result  # the bundled broker: every offset holds a record
     return results
 
 
