@@ -45,7 +45,9 @@ __all__ = [
     "apply_update",
     "restrict",
     "check_tcf_basis",
+    "archived_tcf_basis",
     "DEFAULT_TCF_BASIS",
+    "TCF_BASIS_FIELD",
 ]
 
 FLAGS = ("profile", "personalize", "marketing", "measurement", "training", "sharing")
@@ -59,6 +61,8 @@ GCM_RESTRICTS = {
 }
 MAX_DISMISSED = 500
 DEFAULT_TCF_BASIS = "purposes"
+#: Field of an archived ``consent`` event with a TC string: the basis the worker read it under.
+TCF_BASIS_FIELD = "tcf_basis"
 
 
 def check_tcf_basis(basis: str) -> str:
@@ -76,6 +80,19 @@ def check_tcf_basis(basis: str) -> str:
 
     tcf.parse_basis(basis)
     return basis
+
+
+def archived_tcf_basis(event_data: Any, default: str = DEFAULT_TCF_BASIS) -> str:
+    """The basis an archived ``consent`` event's TC string was read under (replay reads it again
+    under the same one); ``default`` for records that name none (older archives, event files).
+
+    >>> archived_tcf_basis({"type": "consent", "tcf_basis": "publisher"})
+    'publisher'
+    >>> archived_tcf_basis({"type": "consent"})
+    'purposes'
+    """
+    named = event_data.get(TCF_BASIS_FIELD) if isinstance(event_data, dict) else None
+    return check_tcf_basis(named) if isinstance(named, str) else default
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from faust.types import TP
 
-from models.consent import DEFAULT_TCF_BASIS
+from models.consent import DEFAULT_TCF_BASIS, TCF_BASIS_FIELD
 from models.customer_state import apply_event
 from models.errors import InvalidConsent, InvalidEvent
 from models.events import Event, parse_payload
@@ -36,7 +36,6 @@ MAX_DEAD_LETTER_RAW = 64 * 1024
 
 
 RESTORED_HEADER = "offerstream-restored"
-TCF_BASIS_FIELD = "tcf_basis"  # named in the archived record of a consent event with a TC string
 
 
 @dataclass

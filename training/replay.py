@@ -63,7 +63,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from models.catalog import Offer
-from models.consent import FLAGS, ConsentState, parse_update
+from models.consent import FLAGS, ConsentState, archived_tcf_basis, parse_update
 from models.customer_state import DictState, Erasures, apply_event, erased
 from models.errors import InvalidEvent, ValidationError
 from models.events import CHANNELS, Event, parse_event
@@ -209,7 +209,8 @@ class _Replayer:
             self._take_row(event, self.state.read_consent(event.customer_id))
         elif event.type in RESPONSE_TYPES:
             self._attribute(event)
-        apply_event(self.state, event)  # the one event rule (models/customer_state.py)
+        # the one event rule (models/customer_state.py); a TC string under the basis the worker used
+        apply_event(self.state, event, tcf_basis=archived_tcf_basis(event.data))
 
     def flush(self) -> None:
         """Take the rows of the pending decision's impressions, all from the state before any of
@@ -223,7 +224,7 @@ class _Replayer:
         else:
             self._take_rows(batch, state)
         for event in batch:
-            apply_event(self.state, event)
+            apply_event(self.state, event, tcf_basis=archived_tcf_basis(event.data))
 
     def _reject(self, index: int, exc: ValidationError) -> None:
         self.counts["invalid"] += 1

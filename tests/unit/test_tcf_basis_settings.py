@@ -115,3 +115,31 @@ def test_a_consent_calls_archived_record_names_the_basis(tmp_path: Path) -> None
     files = sorted((tmp_path / "archive").rglob("*.jsonl"))
     lines = [orjson.loads(line) for f in files for line in f.read_bytes().splitlines()]
     assert {rec["customer_id"]: rec.get("tcf_basis") for rec in lines} == {"c": "vendor:9", "d": None}
+
+
+@pytest.mark.parametrize(("archived", "rows"), [(None, 1), ("purposes", 1), ("vendor:12", 0), ("publisher", 0)])
+def test_replay_reads_an_archived_tc_string_under_the_basis_the_worker_used(archived: str | None, rows: int) -> None:
+    """Training replay honours the basis a worker named in the archived consent event: under
+    ``vendor:12`` (a ghost vendor) or ``publisher`` the string grants no training consent, so the
+    customer's impression gives no training row; records naming none keep ``purposes``."""
+    from models.catalog import parse_offer
+    from training.replay import replay
+
+    consent_event = {"event_id": "c1", "type": "consent", "customer_id": "c", "ts": 1_780_000_000_000,
+                     "consent": {"tcf": GLOBAL_ONLY}}
+    if archived is not None:
+        consent_event["tcf_basis"] = archived
+    events = [consent_event, {"event_id": "i1", "type": "offer_impression", "customer_id": "c",
+                              "ts": 1_780_000_001_000, "offer_id": "o1", "decision_id": "d1", "position": 0,
+                              "propensity": 1.0}]
+    offers = {"o1": parse_offer({"offer_id": "o1", "title": "o", "category": "shoes", "kind": "discount"}, "o1")}
+    result = replay(events, offers)
+    assert len(result.meta) == rows
+    assert result.counts["excluded_no_training_consent"] == 1 - rows
+
+
+def test_an_archived_record_naming_a_bad_basis_is_refused() -> None:
+    from models.consent import archived_tcf_basis
+
+    with pytest.raises(InvalidConsent):
+        archived_tcf_basis({"type": "consent", "tcf_basis": "everything"})
