@@ -124,3 +124,54 @@ def test_a_tail_consumer_reads_every_offset_while_three_producers_write(tmp_path
         assert read == 3 * PER_PRODUCER and skipped == 0
     assert contiguous.holes["passed_over"] == 0
 
+
+
+async def _reader_tail(bootstrap: str, applied: dict[int, list[int]], producers_done: threading.Event) -> int:
+    """The worker's events reader (bundled-broker mode) on the tail; returns the holes it read again."""
+    from stream.events_reader import EventsReader
+
+    reader = EventsReader(lambda: True, bootstrap, "t", "reader-tail", holes_are_real=False, security={})
+
+    async def apply(partition: int, records: list, generation: int, end: int) -> bool:
+        applied[partition].extend(r.offset for r in records)
+        reader.position[partition] = end
+        return True
+
+    reader.assigned(range(PARTITIONS))
+    task = asyncio.create_task(reader.run(apply))
+    try:
+        total, idle = -1, 0
+        while idle < 15:  # 3 s without records after the producers finished
+            await asyncio.sleep(0.2)
+            now = sum(len(v) for v in applied.values())
+            idle = idle + 1 if now == total and producers_done.is_set() else 0
+            total = now
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return reader.holes_seen
+
+
+def test_the_events_reader_applies_every_offset_once_in_order_while_three_producers_write(
+        tmp_path: Path, contiguous_reads: None) -> None:
+    """What a worker's events reader hands to the ingest agent on the bundled broker: every offset of
+    every partition, once, in order, with no offset taken for one without a record."""
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
+        asyncio.run(create_topics(broker.bootstrap, {"t": PARTITIONS}))
+        applied: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
+        done, result = threading.Event(), {}
+        tail = threading.Thread(target=lambda: result.update(
+            holes=asyncio.run(_reader_tail(broker.bootstrap, applied, done))), daemon=True)
+        tail.start()
+        producers = [threading.Thread(target=_librdkafka, args=(broker.bootstrap, f"rd{n}")) for n in range(2)]
+        producers.append(threading.Thread(target=lambda: asyncio.run(_aiokafka(broker.bootstrap, "aio"))))
+        for thread in producers:
+            thread.start()
+        for thread in producers:
+            thread.join(timeout=120)
+        done.set()
+        tail.join(timeout=60)
+    print(f"holes read again: {result.get('holes')}")
+    assert sum(len(v) for v in applied.values()) == 3 * PER_PRODUCER
+    for partition, offsets in applied.items():
+        assert offsets == list(range(len(offsets))), f"partition {partition}: not every offset once, in order"
