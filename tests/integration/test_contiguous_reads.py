@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiokafka.consumer.fetcher as fetcher
 import pytest
@@ -80,22 +81,27 @@ async def _tail(bootstrap: str, seen: list[tuple[int, int]], producers_done: thr
         await consumer.stop()
 
 
+def _write_while_reading(bootstrap: str, read: Any) -> None:
+    """Run ``read(producers_done)`` in a thread while three producers write topic ``t``."""
+    done = threading.Event()
+    tail = threading.Thread(target=read, args=(done,), daemon=True)
+    tail.start()
+    producers = [threading.Thread(target=_librdkafka, args=(bootstrap, f"rd{n}")) for n in range(2)]
+    producers.append(threading.Thread(target=lambda: asyncio.run(_aiokafka(bootstrap, "aio"))))
+    for thread in producers:
+        thread.start()
+    for thread in producers:
+        thread.join(timeout=120)
+    done.set()
+    tail.join(timeout=60)
+
+
 def _skipped(tmp: Path) -> tuple[int, int]:
     """Run the scenario once; (offsets the tail consumer never got, records it got)."""
     with EmbeddedBroker(log_path=tmp / "tansu.log") as broker:
         asyncio.run(create_topics(broker.bootstrap, {"t": PARTITIONS}))
         seen: list[tuple[int, int]] = []
-        done = threading.Event()
-        tail = threading.Thread(target=lambda: asyncio.run(_tail(broker.bootstrap, seen, done)), daemon=True)
-        tail.start()
-        producers = [threading.Thread(target=_librdkafka, args=(broker.bootstrap, f"rd{n}")) for n in range(2)]
-        producers.append(threading.Thread(target=lambda: asyncio.run(_aiokafka(broker.bootstrap, "aio"))))
-        for thread in producers:
-            thread.start()
-        for thread in producers:
-            thread.join(timeout=120)
-        done.set()
-        tail.join(timeout=60)
+        _write_while_reading(broker.bootstrap, lambda done: asyncio.run(_tail(broker.bootstrap, seen, done)))
     skipped = 0
     for partition in range(PARTITIONS):
         offsets = {o for p, o in seen if p == partition}
@@ -159,18 +165,9 @@ def test_the_events_reader_applies_every_offset_once_in_order_while_three_produc
     with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
         asyncio.run(create_topics(broker.bootstrap, {"t": PARTITIONS}))
         applied: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
-        done, result = threading.Event(), {}
-        tail = threading.Thread(target=lambda: result.update(
-            holes=asyncio.run(_reader_tail(broker.bootstrap, applied, done))), daemon=True)
-        tail.start()
-        producers = [threading.Thread(target=_librdkafka, args=(broker.bootstrap, f"rd{n}")) for n in range(2)]
-        producers.append(threading.Thread(target=lambda: asyncio.run(_aiokafka(broker.bootstrap, "aio"))))
-        for thread in producers:
-            thread.start()
-        for thread in producers:
-            thread.join(timeout=120)
-        done.set()
-        tail.join(timeout=60)
+        result: dict[str, int] = {}
+        _write_while_reading(broker.bootstrap, lambda done: result.update(
+            holes=asyncio.run(_reader_tail(broker.bootstrap, applied, done))))
     print(f"holes read again: {result.get('holes')}")
     assert sum(len(v) for v in applied.values()) == 3 * PER_PRODUCER
     for partition, offsets in applied.items():
