@@ -573,6 +573,11 @@
     delete $("erase-receipt").dataset.erased;
     $("consent-message").textContent = "";
     $("offers").dataset.customerId = cid;
+    const arm = $("experiment-arm");  // the previous customer's arm stays until this one's answer
+    if (arm) {
+      arm.textContent = "";
+      arm.dataset.arm = "";
+    }
     renderCustomer();
     await refresh();
     setStatus(`Shopping as ${cid}.`);
