@@ -150,8 +150,10 @@ def test_health_metrics_openapi_and_demo_stay_open(keyed: WorkerProcess) -> None
     health = call(keyed.url, "GET", "/health")[2]
     assert health["open_access"] is False
     doc = call(keyed.url, "GET", "/openapi.json")[2]
-    assert doc["paths"]["/v1/events"]["post"]["security"] == [{"apiKey": []}, {}]
-    assert doc["paths"]["/v1/score"]["post"]["security"] == [{"scoreKey": []}, {}]
+    # the key, or a customer token (a shop's page, issue 16), or nothing where no key is set
+    assert doc["paths"]["/v1/events"]["post"]["security"] == [{"apiKey": []}, {"customerToken": []}, {}]
+    assert doc["paths"]["/v1/score"]["post"]["security"] == [{"scoreKey": []}, {"customerToken": []}, {}]
+    assert doc["paths"]["/v1/customers/{customer_id}/consent"]["put"]["security"] == [{"apiKey": []}, {}]
 
 
 def test_keys_never_appear_in_logs_health_metrics_or_the_document(pair: list[WorkerProcess]) -> None:
