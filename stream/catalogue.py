@@ -26,7 +26,7 @@ from stream.embedded.kafka_wire import default_security
 from stream.embedded.transport import FETCH_MAX_WAIT_MS
 from stream.topics import OFFERS_TOPIC
 
-__all__ = ["Catalogue", "TopicMirror"]
+__all__ = ["Catalogue", "TopicMirror", "write_snapshot"]
 
 log = logging.getLogger("offerstream.catalogue")
 
@@ -65,11 +65,8 @@ class Catalogue:
             log.warning("invalid offer %r on topic %s ignored: %s", offer_id, OFFERS_TOPIC, exc)
 
     def _save(self) -> None:
-        if self.snapshot is None:
-            return
-        tmp = self.snapshot.with_suffix(".tmp")
-        tmp.write_bytes(b"".join(v.rstrip(b"\n") + b"\n" for _, v in sorted(self.raw.items())))
-        os.replace(tmp, self.snapshot)
+        if self.snapshot is not None:
+            write_snapshot(self.snapshot, self.raw)
 
     async def wait_applied(self, partition: int, offset: int, timeout: float = 10.0) -> None:
         """Wait until the record at ``(partition, offset)`` has been applied here."""
@@ -155,3 +152,16 @@ class TopicMirror:
             if high is None or await consumer.position(tp) < high:
                 return False
         return True
+
+
+def write_snapshot(path: Path, raw: dict[str, bytes]) -> None:
+    """Replace ``path`` with the records of a mirrored topic, one JSON line per key (sorted).
+
+    The embedded default refills its new broker from such a file after a restart
+    (``stream/embedded/restore.py``). Written beside it under a name of this process, then
+    renamed, so a reader never sees half a file and two workers sharing a data dir never write
+    the same temporary file.
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(b"".join(v.rstrip(b"\n") + b"\n" for _, v in sorted(raw.items())))
+    os.replace(tmp, path)

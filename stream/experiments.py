@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,7 +39,7 @@ from models.exploration import Exploration
 from models.profile import Profile
 from models.registry import ModelRegistry
 from models.scorer import Scorer, load_bundle
-from stream.catalogue import TopicMirror
+from stream.catalogue import TopicMirror, write_snapshot
 from stream.topics import DECISIONS_TOPIC, EVENTS_TOPIC, EXPERIMENTS_TOPIC
 
 __all__ = ["Experiments", "ExperimentBook", "ModelVersions", "LiveResults", "decide_with_experiments"]
@@ -107,9 +106,7 @@ class ExperimentBook:
 
     def _save(self) -> None:
         if self.snapshot is not None:
-            tmp = self.snapshot.with_suffix(".tmp")
-            tmp.write_bytes(b"".join(v.rstrip(b"\n") + b"\n" for _, v in sorted(self.raw.items())))
-            os.replace(tmp, self.snapshot)
+            write_snapshot(self.snapshot, self.raw)
 
     async def placement_of(self, request: Any) -> str | None:
         """A score call's ``context.placement``; read only while an experiment names a placement.
