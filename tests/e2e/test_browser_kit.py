@@ -31,7 +31,7 @@ from models.tcf import PublisherTC, TCString, VendorSet, encode_tc_string
 from models.tokens import mint
 from stream.embedded.process import EmbeddedBroker
 from tests.e2e.test_demo_page import OFFERS
-from tests.integration.workers import WorkerProcess, wait_until
+from tests.integration.workers import WorkerProcess, wait_until, worker_with_offers
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -153,14 +153,9 @@ def shop() -> Iterator[ShopServer]:
 def worker(broker: EmbeddedBroker, trained_registry: Path, shop: ShopServer,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     env = {**KEYS, "OFFERSTREAM_TOKEN_KEY": TOKEN_KEY, "OFFERSTREAM_CORS_ORIGINS": shop.origin}
-    w = WorkerProcess(broker.url, tmp_path_factory.mktemp("e2e-kit"), app_id="e2e-kit",
-                      registry=trained_registry, env=env).start()
-    for offer_id, offer in OFFERS.items():
-        w.client.json("PUT", f"/v1/offers/{offer_id}", offer)
-    try:
+    with worker_with_offers(broker.url, tmp_path_factory.mktemp("e2e-kit"), OFFERS, app_id="e2e-kit",
+                            registry=trained_registry, env=env) as w:
         yield w
-    finally:
-        w.stop()
 
 
 class ShopPage:

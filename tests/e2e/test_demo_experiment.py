@@ -14,7 +14,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from models.experiments import assign, parse_experiment
-from tests.integration.workers import WorkerProcess
+from tests.integration.workers import WorkerProcess, worker_with_offers
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -24,16 +24,12 @@ EXPERIMENT = {"holdout": 0.5, "control": "popular", "arms": [
 
 @pytest.fixture(scope="module")
 def worker(broker: Any, trained_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(broker.url, tmp_path_factory.mktemp("e2e-exp"), app_id="e2e-exp",
-                      registry=trained_registry).start()
-    try:
-        for offer_id, category in (("grocery-10", "GROCERY"), ("produce-5", "PRODUCE")):
-            w.client.json("PUT", f"/v1/offers/{offer_id}", {"title": offer_id, "category": category,
-                                                            "kind": "discount", "discount_pct": 5})
+    offers = {offer_id: {"title": offer_id, "category": category, "kind": "discount", "discount_pct": 5}
+              for offer_id, category in (("grocery-10", "GROCERY"), ("produce-5", "PRODUCE"))}
+    with worker_with_offers(broker.url, tmp_path_factory.mktemp("e2e-exp"), offers, app_id="e2e-exp",
+                            registry=trained_registry) as w:
         w.client.json("PUT", "/v1/experiments/demo-test", EXPERIMENT)
         yield w
-    finally:
-        w.stop()
 
 
 def _arm_shown(driver: Any, customer: str, worker: WorkerProcess) -> str:

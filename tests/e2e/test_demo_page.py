@@ -22,7 +22,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from stream.embedded.process import EmbeddedBroker
 from tests.e2e.conftest import PHONE
-from tests.integration.workers import WorkerProcess
+from tests.integration.workers import WorkerProcess, worker_with_offers
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -57,28 +57,19 @@ return Object.fromEntries([...document.querySelectorAll('#filtered-list li')]
 @pytest.fixture(scope="module")
 def worker(broker: EmbeddedBroker, trained_registry: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(broker.url, tmp_path_factory.mktemp("e2e-w"), app_id="e2e-demo",
-                      registry=trained_registry).start()
-    for offer_id, offer in OFFERS.items():
-        w.client.json("PUT", f"/v1/offers/{offer_id}", offer)
-    try:
+    with worker_with_offers(broker.url, tmp_path_factory.mktemp("e2e-w"), OFFERS, app_id="e2e-demo",
+                            registry=trained_registry) as w:
         yield w
-    finally:
-        w.stop()
 
 
 @pytest.fixture(scope="module")
 def locked_worker(broker: EmbeddedBroker, trained_registry: Path,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(broker.url, tmp_path_factory.mktemp("e2e-locked"), app_id="e2e-locked",
-                      registry=trained_registry,
-                      env={"OFFERSTREAM_API_KEY": API_KEY, "OFFERSTREAM_SCORE_KEY": SCORE_KEY}).start()
-    for offer_id in ("grocery-10", "produce-5"):
-        w.client.json("PUT", f"/v1/offers/{offer_id}", OFFERS[offer_id])
-    try:
+    with worker_with_offers(broker.url, tmp_path_factory.mktemp("e2e-locked"),
+                            {o: OFFERS[o] for o in ("grocery-10", "produce-5")}, app_id="e2e-locked",
+                            registry=trained_registry,
+                            env={"OFFERSTREAM_API_KEY": API_KEY, "OFFERSTREAM_SCORE_KEY": SCORE_KEY}) as w:
         yield w
-    finally:
-        w.stop()
 
 
 class Page:

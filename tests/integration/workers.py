@@ -18,8 +18,8 @@ from offerstream.client import ApiClient
 from stream.embedded.host import free_port
 from stream.embedded.process import EmbeddedBroker
 
-__all__ = ["BROKER_KINDS", "WorkerProcess", "wait_until", "group_settled", "worker_group", "broker_and_workers",
-           "running_broker"]
+__all__ = ["BROKER_KINDS", "WorkerProcess", "worker_with_offers", "wait_until", "group_settled", "worker_group",
+           "broker_and_workers", "running_broker"]
 
 #: The brokers the integration tests run on (``tests/conftest.py``'s ``broker`` fixture).
 BROKER_KINDS = ("tansu", "kafka")
@@ -182,3 +182,16 @@ def worker_group(n_workers: int = 1, *, app_id: str = "bench", registry: Path | 
     with broker_and_workers(n_workers, app_id=app_id, registry=registry, partitions=partitions, env=env,
                             settle_timeout=settle_timeout, broker=broker) as (_, workers):
         yield workers
+
+
+@contextmanager
+def worker_with_offers(broker_url: str, data_dir: Path, offers: dict[str, dict[str, Any]], *, app_id: str,
+                       registry: Path | None = None, env: dict[str, str] | None = None) -> Iterator[WorkerProcess]:
+    """A started worker with ``offers`` (id -> body) put in its catalogue; stopped after."""
+    worker = WorkerProcess(broker_url, data_dir, app_id=app_id, registry=registry, env=env).start()
+    try:
+        for offer_id, offer in offers.items():
+            worker.client.json("PUT", f"/v1/offers/{offer_id}", offer)
+        yield worker
+    finally:
+        worker.stop()
