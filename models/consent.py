@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.errors import InvalidConsent
+from models.events import EVENT_KEY_CHARS
 
 __all__ = [
     "FLAGS",
@@ -60,6 +61,8 @@ GCM_RESTRICTS = {
     "ad_storage": (),
 }
 MAX_DISMISSED = 500
+#: Consent events remembered per customer to recognise one read again (see ``ConsentState.seen``).
+MAX_SEEN_CONSENT = 16
 DEFAULT_TCF_BASIS = "purposes"
 #: Field of an archived ``consent`` event with a TC string: the basis the worker read it under.
 TCF_BASIS_FIELD = "tcf_basis"
@@ -213,6 +216,12 @@ class ConsentState:
         Stated preferences from a preference centre.
     dismissed : list[str]
         Offers the customer said "not interested" to; never shown again.
+    seen : list[str]
+        Keys (:func:`models.events.event_key`) of the last :data:`MAX_SEEN_CONSENT` consent events
+        applied. Delivery is at least once: a consent event read again (a worker stopped before
+        its offsets were committed) is recognised here and changes nothing; applied twice it would
+        raise the epoch again, or repeat an old revocation after a newer grant. Kept with the
+        consent itself, so the window and the change it records are stored in one write.
     """
 
     flags: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(FLAGS, False))
@@ -224,6 +233,7 @@ class ConsentState:
     exclude_categories: list[str] = field(default_factory=list)
     channels: list[str] = field(default_factory=list)
     dismissed: list[str] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
 
     @classmethod
     def unknown(cls) -> ConsentState:
@@ -255,7 +265,7 @@ class ConsentState:
             "granted_at": dict(self.granted_at), "tc_hash": self.tc_hash,
             "exclude_categories": list(self.exclude_categories), "channels": list(self.channels),
             "dismissed": list(self.dismissed),
-        }
+        } | ({"seen": "".join(self.seen)} if self.seen else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ConsentState:
@@ -271,13 +281,23 @@ class ConsentState:
             revoked_at=dict(data.get("revoked_at", {})), granted_at=dict(data.get("granted_at", {})),
             tc_hash=data.get("tc_hash"), exclude_categories=list(data.get("exclude_categories", [])),
             channels=list(data.get("channels", [])), dismissed=list(data.get("dismissed", [])),
+            seen=_split_keys(data.get("seen", "")),
         )
+
+    def remember_event(self, key: str) -> None:
+        """Note a consent event's key as applied (the oldest forgotten past the window)."""
+        self.seen.append(key)
+        del self.seen[:-MAX_SEEN_CONSENT]
 
     def add_dismissed(self, offer_id: str) -> None:
         """Remember a "not interested"; the oldest are forgotten past :data:`MAX_DISMISSED`."""
         if offer_id not in self.dismissed:
             self.dismissed.append(offer_id)
             del self.dismissed[:-MAX_DISMISSED]
+
+
+def _split_keys(joined: str) -> list[str]:
+    return [joined[i:i + EVENT_KEY_CHARS] for i in range(0, len(joined), EVENT_KEY_CHARS)]
 
 
 @dataclass(frozen=True, slots=True)

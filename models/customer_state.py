@@ -15,7 +15,9 @@ The rule, in order:
    event of the log, so it blocks all of them.
 2. **Consent** events update the consent state (most restrictive wins, a grant counts only if
    newer than the last revocation: :func:`models.consent.apply_update`); revoking ``profile``
-   erases the profile.
+   erases the profile. Each is applied once (the consent's window of recent consent event ids,
+   ``ConsentState.seen``): read again, it would raise the epoch again, or repeat an old
+   revocation after a newer grant.
 3. **Preference** events set the excluded categories and channels.
 4. An ``offer_dismiss`` is remembered in the choices whatever the consent (it keeps the offer away).
 5. Anything else reaches the profile only while ``profile`` consent covers the event's time
@@ -42,7 +44,7 @@ from collections.abc import Callable, Container
 from typing import Protocol, cast
 
 from models.consent import DEFAULT_TCF_BASIS, ConsentState, apply_update, parse_update
-from models.events import Event
+from models.events import Event, event_key
 from models.profile import Profile
 
 __all__ = ["CustomerState", "Erasures", "Outcome", "apply_event", "erased", "DictState"]
@@ -125,8 +127,12 @@ def apply_event(state: CustomerState, event: Event,
     if erased(erasures, event):
         return Outcome.ERASED
     if event.type == "consent":
+        key, current = event_key(event.event_id), state.read_consent(cid)
+        if key in current.seen:
+            return Outcome.DUPLICATE  # read again (at-least-once delivery): already applied
         update = parse_update(event.get("consent"), basis=tcf_basis)
-        change = apply_update(state.read_consent(cid), update, event.ts)
+        change = apply_update(current, update, event.ts)
+        change.state.remember_event(key)
         state.write_consent(cid, change.state)
         if "profile" in change.revoked:
             state.erase_profile(cid)

@@ -18,6 +18,7 @@ models.errors.InvalidEvent: ts: must be ISO-8601 with a zone or epoch millisecon
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ __all__ = [
     "parse_payload",
     "parse_ts",
     "encode_event",
+    "event_key",
+    "EVENT_KEY_CHARS",
 ]
 
 CHANNELS = ("web", "app", "store")
@@ -343,3 +346,16 @@ def _try_parse(value: Any) -> Event | InvalidEvent:
 def encode_event(event: Event) -> bytes:
     """Serialize an event back to its JSON form (the original object, extra fields kept)."""
     return orjson.dumps(event.data)
+
+
+#: Hex characters of :func:`event_key`.
+EVENT_KEY_CHARS = 8
+
+
+def event_key(event_id: str) -> str:
+    """A short key of an event id, for the windows of recently applied ids (profile, consent).
+
+    32 bits: a false "duplicate" needs two of one customer's recent ids to collide (~3e-7 for a
+    window of 48).
+    """
+    return hashlib.blake2b(event_id.encode(), digest_size=EVENT_KEY_CHARS // 2).hexdigest()

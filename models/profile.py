@@ -19,7 +19,6 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import sys
 from array import array
@@ -33,7 +32,7 @@ import orjson
 from models import profile_binary
 from models.decay import add, new_cell, value_at
 from models.errors import InvalidEvent
-from models.events import Event
+from models.events import EVENT_KEY_CHARS, Event, event_key
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -56,7 +55,7 @@ SCHEMA_VERSION = profile_binary.VERSION
 JSON_STORED_VERSION = 3
 READABLE_VERSION = 2
 STORED_OFFSET_FIELD = "_o"  # in a v3 JSON value: the offset stored with the profile
-SEEN_KEY_CHARS = 8
+SEEN_KEY_CHARS = EVENT_KEY_CHARS  # the offset stored with each profile is the main guard against replays
 _NEG_INF = float("-inf")
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -77,12 +76,6 @@ PROFILE_EVENT_TYPES = frozenset(
      "offer_impression", "offer_click", "offer_redeem", "offer_dismiss"}
 )
 OFFER_FIELDS = {"offer_impression": 0, "offer_click": 1, "offer_redeem": 2, "offer_dismiss": 3}
-
-
-def _event_key(event_id: str) -> str:
-    # 32 bits: a false "duplicate" needs two of a customer's last 48 ids to collide (~3e-7); the
-    # offset stored with each profile is the main guard against replays anyway.
-    return hashlib.blake2b(event_id.encode(), digest_size=SEEN_KEY_CHARS // 2).hexdigest()
 
 
 @dataclass(slots=True)
@@ -116,7 +109,7 @@ class Profile:
         etype = event.type
         if etype not in PROFILE_EVENT_TYPES:
             return False
-        key = _event_key(event.event_id)
+        key = event_key(event.event_id)
         seen = self.seen
         if key in seen:
             return False
