@@ -15,6 +15,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +35,26 @@ PER_PRODUCER = 12_000
 RATE = 4_000.0  # per producer
 
 
-def _librdkafka(bootstrap: str, tag: str) -> None:
+def _librdkafka(bootstrap: str, tag: str) -> int:
+    """Produce ``PER_PRODUCER`` records; the number the broker acknowledged."""
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 1})
+    acked = [0]
+
+    def delivered(error: Any, _message: Any) -> None:
+        acked[0] += error is None
+
     started = time.perf_counter()
     for i in range(PER_PRODUCER):
         delay = started + i / RATE - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        producer.produce("t", f"{tag}-{i}".encode(), partition=i % PARTITIONS)
+        producer.produce("t", f"{tag}-{i}".encode(), partition=i % PARTITIONS, on_delivery=delivered)
         producer.poll(0)
-    assert producer.flush(30) == 0
+    producer.flush(120)
+    return acked[0]
 
 
-async def _aiokafka(bootstrap: str, tag: str) -> None:
+async def _aiokafka(bootstrap: str, tag: str) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
     await producer.start()
     try:
@@ -56,12 +64,25 @@ async def _aiokafka(bootstrap: str, tag: str) -> None:
             if delay > 0:
                 await asyncio.sleep(delay)
             futures.append(await producer.send("t", f"{tag}-{i}".encode(), partition=i % PARTITIONS))
-        await asyncio.gather(*futures)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        return sum(not isinstance(r, BaseException) for r in results)
     finally:
         await producer.stop()
 
 
-async def _tail(bootstrap: str, seen: list[tuple[int, int]], producers_done: threading.Event) -> None:
+class Written:
+    """What the producers had acknowledged: ``total`` is set once all of them have finished."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+
+    def read_all(self, count: int, stalled_s: float) -> bool:
+        """Stop reading? Yes once ``count`` reached the acknowledged total, or after 30 s without
+        progress once the producers are done (then the count assertion names what is missing)."""
+        return self.total is not None and (count >= self.total or stalled_s >= 30)
+
+
+async def _tail(bootstrap: str, seen: list[tuple[int, int]], written: Written) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
     await consumer.start()
     try:
@@ -69,31 +90,32 @@ async def _tail(bootstrap: str, seen: list[tuple[int, int]], producers_done: thr
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, 0)
-        idle = 0
-        while idle < 15:  # 3 s without records after the producers finished
+        progress = time.monotonic()
+        while not written.read_all(len(seen), time.monotonic() - progress):
             batch = await consumer.getmany(timeout_ms=200)
-            if not batch:
-                idle += producers_done.is_set()
-                continue
-            idle = 0
-            seen += [(tp.partition, m.offset) for tp, messages in batch.items() for m in messages]
+            if batch:
+                progress = time.monotonic()
+                seen += [(tp.partition, m.offset) for tp, messages in batch.items() for m in messages]
     finally:
         await consumer.stop()
 
 
-def _write_while_reading(bootstrap: str, read: Any) -> None:
-    """Run ``read(producers_done)`` in a thread while three producers write topic ``t``."""
-    done = threading.Event()
-    tail = threading.Thread(target=read, args=(done,), daemon=True)
+def _write_while_reading(bootstrap: str, read: Any) -> int:
+    """Run ``read(written)`` in a thread while three producers write topic ``t``; the number of
+    records the broker acknowledged (all of them, or the test fails here: a slow broker, not a
+    reader that skipped)."""
+    written = Written()
+    tail = threading.Thread(target=read, args=(written,), daemon=True)
     tail.start()
-    producers = [threading.Thread(target=_librdkafka, args=(bootstrap, f"rd{n}")) for n in range(2)]
-    producers.append(threading.Thread(target=lambda: asyncio.run(_aiokafka(bootstrap, "aio"))))
-    for thread in producers:
-        thread.start()
-    for thread in producers:
-        thread.join(timeout=120)
-    done.set()
-    tail.join(timeout=60)
+    with ThreadPoolExecutor(3) as pool:
+        producers = [pool.submit(_librdkafka, bootstrap, f"rd{n}") for n in range(2)]
+        producers.append(pool.submit(lambda: asyncio.run(_aiokafka(bootstrap, "aio"))))
+        acked = [f.result(timeout=300) for f in producers]
+    written.total = sum(acked)
+    tail.join(timeout=120)
+    assert not tail.is_alive(), "the reader did not finish"
+    assert acked == [PER_PRODUCER] * 3, f"records acknowledged per producer: {acked}"
+    return written.total
 
 
 def _skipped(tmp: Path) -> tuple[int, int]:
@@ -101,7 +123,7 @@ def _skipped(tmp: Path) -> tuple[int, int]:
     with EmbeddedBroker(log_path=tmp / "tansu.log") as broker:
         asyncio.run(create_topics(broker.bootstrap, {"t": PARTITIONS}))
         seen: list[tuple[int, int]] = []
-        _write_while_reading(broker.bootstrap, lambda done: asyncio.run(_tail(broker.bootstrap, seen, done)))
+        _write_while_reading(broker.bootstrap, lambda written: asyncio.run(_tail(broker.bootstrap, seen, written)))
     skipped = 0
     for partition in range(PARTITIONS):
         offsets = {o for p, o in seen if p == partition}
@@ -132,7 +154,7 @@ def test_a_tail_consumer_reads_every_offset_while_three_producers_write(tmp_path
 
 
 
-async def _reader_tail(bootstrap: str, applied: dict[int, list[int]], producers_done: threading.Event) -> int:
+async def _reader_tail(bootstrap: str, applied: dict[int, list[int]], written: Written) -> int:
     """The worker's events reader (bundled-broker mode) on the tail; returns the holes it read again."""
     from stream.events_reader import EventsReader
 
@@ -146,11 +168,11 @@ async def _reader_tail(bootstrap: str, applied: dict[int, list[int]], producers_
     reader.assigned(range(PARTITIONS))
     task = asyncio.create_task(reader.run(apply))
     try:
-        total, idle = -1, 0
-        while idle < 15:  # 3 s without records after the producers finished
+        total, progress = -1, time.monotonic()
+        while not written.read_all(total, time.monotonic() - progress):
             await asyncio.sleep(0.2)
             now = sum(len(v) for v in applied.values())
-            idle = idle + 1 if now == total and producers_done.is_set() else 0
+            progress = time.monotonic() if now != total else progress
             total = now
     finally:
         task.cancel()
@@ -166,8 +188,8 @@ def test_the_events_reader_applies_every_offset_once_in_order_while_three_produc
         asyncio.run(create_topics(broker.bootstrap, {"t": PARTITIONS}))
         applied: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
         result: dict[str, int] = {}
-        _write_while_reading(broker.bootstrap, lambda done: result.update(
-            holes=asyncio.run(_reader_tail(broker.bootstrap, applied, done))))
+        _write_while_reading(broker.bootstrap, lambda written: result.update(
+            holes=asyncio.run(_reader_tail(broker.bootstrap, applied, written))))
     print(f"holes read again: {result.get('holes')}")
     assert sum(len(v) for v in applied.values()) == 3 * PER_PRODUCER
     for partition, offsets in applied.items():
