@@ -21,25 +21,29 @@ Examples
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 __all__ = ["EventArchive", "archive_line", "read_archive", "read_in_processing_order", "purge_customer",
-           "SEQ_FIELD"]
+           "SEQ_FIELD", "writers_lock"]
 
 #: Field a writer adds to every archived event: its processing order (microseconds, increasing).
 SEQ_FIELD = "_archived_us"
 
 _DAY = re.compile(r"^date=\d{4}-\d{2}-\d{2}$")
 _DAY_MS = 86_400_000
+#: The writers lock's file in the archive root (see :func:`writers_lock`).
+LOCK_FILE = ".writers.lock"
 
 
 _SEQ_PREFIX = b'{"' + SEQ_FIELD.encode() + b'":%d,'
@@ -71,7 +75,13 @@ def _day(ts_ms: int) -> str:
 
 
 class EventArchive:
-    """Appends events to today's file of this writer (per event date, not wall-clock date).
+    """Appends events to this writer's file of each event date (not the wall-clock date).
+
+    Lines are kept in memory until :meth:`flush`, which opens each file for appending, writes,
+    (with ``fsync``) syncs it, and closes it again, holding the root's writers lock shared. The
+    erasure purge (:func:`purge_customer`) rewrites *every* writer's files holding the lock
+    exclusively; with no handle kept open across it, no writer can go on writing into a replaced
+    file (several worker processes share a data dir: ``serve --processes``).
 
     Parameters
     ----------
@@ -84,57 +94,53 @@ class EventArchive:
     def __init__(self, root: Path, writer: str) -> None:
         self.root = Path(root)
         self.writer = writer
-        self._files: dict[str, IO[bytes]] = {}
-        self._by_day: dict[int, IO[bytes]] = {}  # UTC day number -> open file (no strftime per event)
-        # flush(fsync=True) may run in a worker thread (so a slow disk never stalls the event
-        # loop) while the loop appends; opening and closing files take the same lock.
+        self._pending: dict[int, list[bytes]] = {}  # UTC day number -> lines not written yet
+        self._unsynced: set[Path] = set()  # files written since their last fsync
+        # flush may run in a worker thread (so a slow disk never stalls the event loop) while
+        # the loop appends: appends and the hand-over of the pending lines take this lock ...
         self._lock = threading.Lock()
+        # ... and flushes run one at a time, so a flush that returns has every line appended
+        # before it on disk (synced, with ``fsync``), including those of a flush it waited for.
+        self._write_lock = threading.Lock()
 
     def append(self, records: Iterable[tuple[int, bytes]]) -> int:
-        """Append ``(ts_ms, event_json)`` records; return how many were written."""
+        """Append ``(ts_ms, event_json)`` records; return how many were taken."""
         n = 0
-        by_day = self._by_day
-        for ts, line in records:
-            handle = by_day.get(ts // _DAY_MS)
-            if handle is None:
-                handle = self._open(ts)
-            if line[-1:] != b"\n" or line[-2:-1] == b"\n":
-                line = line.rstrip(b"\n") + b"\n"
-            handle.write(line)
-            n += 1
+        with self._lock:
+            pending = self._pending
+            for ts, line in records:
+                lines = pending.get(ts // _DAY_MS)
+                if lines is None:
+                    lines = pending[ts // _DAY_MS] = []
+                if line[-1:] != b"\n" or line[-2:-1] == b"\n":
+                    line = line.rstrip(b"\n") + b"\n"
+                lines.append(line)
+                n += 1
         return n
 
-    def _open(self, ts: int) -> IO[bytes]:
-        day = _day(ts)
-        with self._lock:
-            handle = self._files.get(day)
-            if handle is None:
-                (self.root / day).mkdir(parents=True, exist_ok=True)
-                handle = self._files[day] = open(self.root / day / f"part-{self.writer}.jsonl", "ab")  # noqa: SIM115
-            self._by_day[ts // _DAY_MS] = handle
-        return handle
-
     def flush(self, fsync: bool = False) -> None:
-        """Push buffered lines to the OS (and to the disk with ``fsync``); thread-safe."""
-        with self._lock:
-            for handle in list(self._files.values()):
-                handle.flush()
+        """Write the pending lines to their files (and sync them with ``fsync``); thread-safe."""
+        with self._write_lock:
+            with self._lock:
+                pending, self._pending = self._pending, {}
+            if not pending and not (fsync and self._unsynced):
+                return
+            with writers_lock(self.root, exclusive=False):
+                for day, lines in pending.items():
+                    path = self.root / _day(day * _DAY_MS) / f"part-{self.writer}.jsonl"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    _append_to(path, b"".join(lines), fsync)
+                    if not fsync:
+                        self._unsynced.add(path)
                 if fsync:
-                    os.fsync(handle.fileno())
+                    for path in self._unsynced - {self.root / _day(d * _DAY_MS) / f"part-{self.writer}.jsonl"
+                                                  for d in pending}:
+                        _append_to(path, b"", True)
+                    self._unsynced.clear()
 
     def close(self) -> None:
-        """Flush to disk and close every open file (the next append opens them again).
-
-        Call it before rewriting the files (:func:`purge_customer`): a handle kept open would go
-        on writing to the replaced file, and those lines would be lost.
-        """
-        with self._lock:
-            for handle in self._files.values():
-                handle.flush()
-                os.fsync(handle.fileno())
-                handle.close()
-            self._files.clear()
-            self._by_day.clear()
+        """Write and sync everything appended (no file is held open between flushes)."""
+        self.flush(fsync=True)
 
     def __enter__(self) -> EventArchive:
         return self
@@ -142,6 +148,31 @@ class EventArchive:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _append_to(path: Path, data: bytes, fsync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def writers_lock(root: Path, *, exclusive: bool) -> Iterator[None]:
+    """The root's lock between processes: shared while a writer writes, exclusive for a rewrite."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _days(root: Path) -> list[Path]:
@@ -187,10 +218,22 @@ def read_in_processing_order(root: Path, *, skip: Callable[[dict[str, Any]], boo
 
 
 def purge_customer(root: Path, customer_id: str) -> int:
-    """Rewrite the archive without the customer's events; return how many were removed."""
+    """Rewrite the archive without the customer's events; return how many were removed.
+
+    Every writer's files are rewritten, under the writers lock held exclusively (see
+    :class:`EventArchive`). Lines another process still holds in memory are written after the
+    purge; the erasure ledger keeps them out of every replay.
+    """
+    if not Path(root).is_dir():
+        return 0
+    with writers_lock(root, exclusive=True):
+        return _purge(Path(root), customer_id)
+
+
+def _purge(root: Path, customer_id: str) -> int:
     needle = orjson.dumps(customer_id)
     removed = 0
-    for day in _days(Path(root)):
+    for day in _days(root):
         for path in day.glob("part-*.jsonl"):
             data = path.read_bytes()
             if needle not in data:

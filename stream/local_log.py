@@ -8,6 +8,7 @@ they came from are acknowledged (the write-behind flush calls :meth:`LocalLog.sy
 from __future__ import annotations
 
 import asyncio
+import atexit
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,6 +41,9 @@ class LocalLog:
         self.archive_dir, self.dead_letter_file = archive_dir, dead_letter_file
         self.archive = EventArchive(archive_dir, writer=writer)
         self._seq = 0
+        # lines appended since the last flush are in memory: written however the process exits
+        # normally (the worker also writes them before it shuts down)
+        atexit.register(self.archive.close)
 
     def append(self, events: list[Event], raw: bytes | None = None) -> None:
         """Append applied events (fsync'd by :meth:`sync` before their messages are acked).
@@ -83,7 +87,7 @@ class LocalLog:
 
     def purge(self, customer_id: str) -> int:
         """Remove every archived event of a customer (erasure); how many were removed."""
-        self.archive.close()  # the rewritten files must be reopened, not written through old handles
+        self.archive.flush(fsync=True)  # this worker's lines of the customer are on disk, then purged
         return purge_customer(self.archive_dir, customer_id)
 
     def dead_letter(self, record: dict[str, Any]) -> None:

@@ -71,3 +71,38 @@ def test_flush_from_another_thread_while_appending(tmp_path: Path) -> None:
         thread.join()
         archive.close()
     assert [e[SEQ_FIELD] for e in read_in_processing_order(tmp_path)] == list(range(1, 2_001))
+
+
+def _write_as_a_process(root: str, writer: str, n: int) -> None:
+    """A worker process: appends ``n`` events (customers ``keep`` and ``gone``), flushing as it goes."""
+    archive = EventArchive(Path(root), writer)
+    for i in range(n):
+        customer = "gone" if i % 10 == 0 else "keep"
+        e = {"event_id": f"{writer}-{i}", "customer_id": customer, "ts": T0 + i}
+        archive.append([(e["ts"], archive_line(e, i + 1))])
+        if i % 7 == 0:
+            archive.flush(fsync=i % 21 == 0)
+    archive.close()
+
+
+def test_a_purge_by_one_process_loses_no_line_another_process_writes(tmp_path: Path) -> None:
+    """Several processes share an archive (``serve --processes``); the one that handles an erasure
+    rewrites every writer's files while the others go on writing. Before the writers lock, a
+    writer's open handle went on writing into the file the purge had replaced: those lines were lost."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    writers = [ctx.Process(target=_write_as_a_process, args=(str(tmp_path), f"w{k}", 6_000)) for k in range(2)]
+    for process in writers:
+        process.start()
+    purges = 0
+    while any(p.is_alive() for p in writers):
+        purge_customer(tmp_path, "gone")
+        purges += 1
+    for process in writers:
+        process.join()
+        assert process.exitcode == 0
+    purge_customer(tmp_path, "gone")
+    kept = [e["event_id"] for e in read_in_processing_order(tmp_path) if e["customer_id"] == "keep"]
+    assert sorted(kept) == sorted(f"w{k}-{i}" for k in range(2) for i in range(6_000) if i % 10), purges
+    assert purges > 1
