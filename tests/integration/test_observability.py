@@ -157,9 +157,11 @@ def test_health_is_not_ready_before_the_worker_is(broker: EmbeddedBroker, traine
             if status == 200:
                 break
             if status == 503:
+                # not ready, and one of the parts of readiness says why (the experiments, issue 15,
+                # were missing here: CI of 282779d saw a worker waiting only for them)
                 assert body["ready"] is False and not all(
                     body[f] for f in ("recovered", "catalogue_loaded", "erasure_ledger_loaded",
-                                      "archive_restored")), body
+                                      "archive_restored", "experiments_loaded", "broker_reachable")), body
             time.sleep(0.02)
         assert seen[-1] == (200, True), f"never ready: {seen[-5:]}\n{w.log_tail()}"
         assert any(s != 200 for s, _ in seen[:-1]), "a worker cannot be ready at the instant it starts"
