@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import faust
 
+    from offerstream.processes import restore_target_from_env
     from stream.app import quiet_logging
     from stream.embedded.process import EmbeddedBroker
     from stream.embedded.restore import restore_from_disk
@@ -32,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(broker=args.broker, port=args.port, data_dir=args.data_dir, host=args.host,
                                  partitions=args.partitions, tcf_basis=args.tcf_basis,
-                                 **_security_overrides(args))
+                                 shared_port=args.shared_port, **_security_overrides(args))
     except ValueError as exc:  # a bad setting, named by load_settings
         _usage_error(f"offerstream: {exc}")
         raise  # unreachable
@@ -40,6 +41,14 @@ def _serve(args: argparse.Namespace) -> int:
         _usage_error(f"offerstream: OFFERSTREAM_BROKER_SECURITY_PROTOCOL={settings.broker_security_protocol} "
                      "needs --broker (the embedded broker is plaintext on loopback)")
     _use_security(settings, "offerstream")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # the hash key may come from the environment
+    if args.processes < 1:
+        _usage_error(f"offerstream: --processes must be at least 1, not {args.processes}")
+    if args.processes > 1:
+        if settings.shared_port is not None:
+            _usage_error("offerstream: --processes shares --port between the processes; --shared-port is "
+                         "for a worker started on its own")
+        return _serve_processes(args, settings)
     broker = None
     if settings.broker is None:
         broker = EmbeddedBroker(log_path=settings.data_dir / "broker.log").start()
@@ -61,6 +70,8 @@ def _serve(args: argparse.Namespace) -> int:
     runtime = Worker(settings, profile, static_dir=STATIC_DIR)
     if broker is not None:
         runtime.readiness.restore_target = restored["ends"]
+    else:  # one of a host's worker processes: the host restored the archive (offerstream/processes.py)
+        runtime.readiness.restore_target = restore_target_from_env()
     print(f"offerstream: worker serving {settings.url} (broker {settings.broker})", flush=True)
     try:
         worker = faust.Worker(runtime.app, loglevel=settings.log_level, quiet=True,
@@ -70,6 +81,40 @@ def _serve(args: argparse.Namespace) -> int:
         if broker is not None:
             broker.stop()
     return 0
+
+
+def _serve_processes(args: argparse.Namespace, settings: Any) -> int:
+    """``serve --processes N``: N workers on this host sharing ``--port`` (offerstream/processes.py)."""
+    import asyncio
+
+    from offerstream.processes import Supervisor, child_env, worker_command
+    from stream.embedded.process import EmbeddedBroker
+    from stream.embedded.restore import restore_from_disk
+
+    n, broker, target, kind = args.processes, None, None, None
+    broker_url = settings.broker
+    if settings.broker is None:
+        broker = EmbeddedBroker(log_path=settings.data_dir / "broker.log").start()
+        broker_url, kind = broker.url, "tansu"
+        for i in range(1, n + 1):  # as for one worker: the new broker has none of their offsets
+            shutil.rmtree(settings.data_dir / f"worker-{settings.port + i}", ignore_errors=True)
+        print(f"offerstream: embedded broker on {broker.bootstrap} (memory only)", flush=True)
+        restored = asyncio.run(restore_from_disk(broker.bootstrap, _with_broker(settings, broker.url)))
+        if restored["events"] or restored["offers"]:
+            print(f"offerstream: restoring {restored['events']} archived events, {restored['offers']} offers "
+                  f"and {restored['erasures']} erasures from {settings.data_dir}", flush=True)
+        target = restored["ends"]
+    commands = [worker_command(broker=broker_url, port=settings.port + i, shared_port=settings.port,
+                               host=settings.host, data_dir=settings.data_dir, partitions=settings.partitions,
+                               tcf_basis=settings.tcf_basis, security=_security_overrides(args))
+                for i in range(1, n + 1)]
+    print(f"offerstream: {n} worker processes serving http://{settings.host}:{settings.port} "
+          f"(each also on its own port {settings.port + 1}-{settings.port + n})", flush=True)
+    try:
+        return Supervisor(commands, child_env(target, kind)).run()
+    finally:
+        if broker is not None:
+            broker.stop()
 
 
 def _use_event_loop(name: str) -> str:
@@ -337,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="HTTP host to bind and advertise (default 127.0.0.1)")
     serve.add_argument("--data-dir", type=Path, help="local state directory (default ./offerstream-data)")
     serve.add_argument("--partitions", type=int, help="partitions of events and tables (default 4)")
+    serve.add_argument("--processes", type=int, default=1,
+                       help="worker processes on this host, sharing --port (default 1; one per core is the "
+                       "most a host gives); process i also listens on --port + i")
+    serve.add_argument("--shared-port", type=int,
+                       help="also listen on this port with SO_REUSEPORT, shared with the host's other "
+                       "workers (set by --processes)")
     serve.add_argument("--tcf-basis", help="which TC string consents count: purposes (default), publisher, "
                        "publisher:<id> or vendor:<id> (OFFERSTREAM_TCF_BASIS)")
     _add_security_flags(serve)

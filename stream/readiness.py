@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from stream.brokers import bootstrap_servers
@@ -46,6 +47,9 @@ class Readiness:
         self.broker_ok_at: float | None = None  # monotonic time of the last answered probe
         self.restore_target: dict[int, int] = {}  # events partition -> offset restore must reach
         self.processed: dict[int, int] = {}  # events partition -> next offset to process
+        # events partition -> offset the events reader started from (an owned partition that has
+        # nothing new since its committed offset has processed nothing yet)
+        self.reading_from: Callable[[], dict[int, int]] = dict
 
     def recovered(self) -> bool:
         """True once table recovery has completed and none is running."""
@@ -79,7 +83,8 @@ class Readiness:
 
     def health(self) -> dict[str, Any]:
         """Readiness as it really is (the body of ``/health``)."""
-        restored = all(self.processed.get(p, 0) >= end for p, end in self.restore_target.items())
+        owned = sorted(tp.partition for tp in self.app.consumer.assignment() if tp.topic == EVENTS_TOPIC)
+        restored = self.archive_restored(owned)
         reachable = self.broker_reachable()
         recovered = self.recovered()
         experiments = self.experiments is None or self.experiments.ready.is_set()
@@ -92,10 +97,19 @@ class Readiness:
             "erasure_ledger_loaded": self.erasures.ready.is_set(), "experiments_loaded": experiments,
             "offers": len(self.catalogue.offers), "model_version": self.model.scorer.version,
             "model_loaded": self.model.loaded, "model_error": self.model.last_error,
-            "assigned_partitions": sorted(tp.partition for tp in self.app.consumer.assignment()
-                                          if tp.topic == EVENTS_TOPIC),
+            "assigned_partitions": owned,
             "open_access": self.open_access,
         }
+
+    def archive_restored(self, owned: list[int]) -> bool:
+        """True once every owned partition is processed up to the restored archive's end.
+
+        Only the owned ones: the worker processes of one host (``serve --processes``) each own
+        some partitions of the archive the host restored.
+        """
+        started = self.reading_from()
+        return all(max(self.processed.get(p, 0), started.get(p, 0)) >= self.restore_target[p]
+                   for p in owned if p in self.restore_target)
 
     def consumer_lag(self) -> dict[int, int]:
         """Events not yet processed per assigned partition (from the Fetch high watermarks)."""

@@ -29,7 +29,11 @@ class Settings:
     broker : str or None
         ``kafka://host:port``; ``None`` means "start the bundled broker on loopback".
     host, port : str, int
-        Where this worker's HTTP API listens.
+        Where this worker's HTTP API listens (and the URL other workers forward requests to).
+    shared_port : int or None
+        A second port on ``host`` that this worker listens on with ``SO_REUSEPORT``, shared with
+        the other worker processes of the host (``serve --processes``, ``--shared-port``,
+        ``OFFERSTREAM_SHARED_PORT``): the kernel spreads new connections over them.
     data_dir : Path
         Local state: RocksDB tables, model registry, hash key.
     partitions : int
@@ -78,6 +82,7 @@ class Settings:
     broker: str | None = None
     host: str = "127.0.0.1"
     port: int = 6066
+    shared_port: int | None = None
     data_dir: Path = Path("offerstream-data")
     partitions: int = 4
     app_id: str = "offerstream"
@@ -181,6 +186,7 @@ def load_settings(**overrides: Any) -> Settings:
         "broker": env.get("OFFERSTREAM_BROKER") or None,
         "host": env.get("OFFERSTREAM_HOST", "127.0.0.1"),
         "port": int(env.get("OFFERSTREAM_PORT", "6066")),
+        "shared_port": int(env["OFFERSTREAM_SHARED_PORT"]) if env.get("OFFERSTREAM_SHARED_PORT") else None,
         "data_dir": Path(env.get("OFFERSTREAM_DATA_DIR", "offerstream-data")),
         "partitions": int(env.get("OFFERSTREAM_PARTITIONS", "4")),
         "app_id": env.get("OFFERSTREAM_APP_ID", "offerstream"),

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from pathlib import Path
 from typing import Any, cast
+
+from aiohttp import web as aioweb
 
 from models.exploration import parse_exploration
 from models.ledger import ErasureLedger
@@ -56,7 +59,9 @@ from stream.settings import Settings
 from stream.topics import ERASURES_TOPIC, EVENTS_TOPIC
 from stream.topology import declare
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "listen_shared"]
+
+log = logging.getLogger("offerstream.worker")
 
 PRODUCER_BUFFER_MESSAGES = 250_000  # ~ a flush of every cached customer (MAX_CACHED) and more
 
@@ -119,6 +124,7 @@ class Worker:
         # per-message cost, and the messages it can drop around a rebalance: issues 17 and 18).
         self.events_reader = EventsReader(cast(Any, app.consumer).offloaded_readable, bootstrap, EVENTS_TOPIC,
                                           app.conf.id, holes_are_real=not profile.tansu_workarounds)
+        self.readiness.reading_from = lambda: self.events_reader.position
         register_agents(app, Ingest(topology, self.live, self.ledger, self.placement.events_partition,
                                     self.local_log, self.metrics, self.readiness.processed,
                                     tcf_basis=settings.tcf_basis),
@@ -185,6 +191,13 @@ class Worker:
         async def flush_archive() -> None:
             await self.local_log.sync()
 
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs want a sync receiver
+        async def write_archive(sender: Any, **kwargs: Any) -> None:
+            # The archive holds every applied event; on the embedded default it is all that
+            # survives a stop (the broker keeps nothing), so what was applied since the last
+            # flush is written before the process exits.
+            await self.local_log.sync()
+
         @app.timer(1.0)
         async def probe_broker() -> None:
             await asyncio.get_running_loop().run_in_executor(None, readiness.probe_broker)
@@ -193,5 +206,22 @@ class Worker:
         async def poll_model() -> None:
             await asyncio.get_running_loop().run_in_executor(None, self.model.refresh)
 
+        shared_port = self.settings.shared_port
+        if shared_port is not None:
+            @app.task
+            async def listen_on_shared_port() -> None:
+                await listen_shared(app, self.settings.host, shared_port)
+
         self.model.refresh()
         readiness.probe_broker()
+
+
+async def listen_shared(app: Any, host: str, port: int) -> None:
+    """Serve the worker's HTTP API on ``port`` too, with ``SO_REUSEPORT``: every worker process of
+    the host binds it, and the kernel spreads new connections over them (``serve --processes``).
+    faust's own site stays on the worker's private port, the one other workers forward to."""
+    runner = cast(Any, app.web)._runner
+    while runner.server is None:  # faust sets the runner up when its web server starts
+        await asyncio.sleep(0.05)
+    await aioweb.TCPSite(runner, host, port, reuse_port=True).start()
+    log.info("also listening on the shared port %s:%d", host, port)

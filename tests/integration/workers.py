@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,13 +20,28 @@ from offerstream.client import ApiClient
 from stream.embedded.host import free_port
 from stream.embedded.process import EmbeddedBroker
 
-__all__ = ["BROKER_KINDS", "WorkerProcess", "worker_with_offers", "wait_until", "group_settled", "worker_group",
-           "broker_and_workers", "running_broker"]
+__all__ = ["BROKER_KINDS", "WorkerProcess", "free_run", "worker_with_offers", "wait_until", "group_settled",
+           "worker_group", "broker_and_workers", "running_broker"]
 
 #: The brokers the integration tests run on (``tests/conftest.py``'s ``broker`` fixture).
 BROKER_KINDS = ("tansu", "kafka")
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def free_run(count: int) -> int:
+    """A port ``p`` with ``p`` .. ``p + count - 1`` all free a moment ago (``serve --processes``
+    takes ``--port`` and the ports after it)."""
+    for _ in range(200):
+        base = random.randint(20_000, 40_000)  # noqa: S311 (not a secret)
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError(f"no run of {count} free ports")
 
 
 def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
