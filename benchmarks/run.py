@@ -1,7 +1,7 @@
 """Run every benchmark (or the named ones), print one table, write ``results/all.json``.
 
-``python -m benchmarks.run [--quick] [--broker tansu|kafka|both] [ingest score freshness retrain consent crash
-state]``. The benchmarks that use a broker (ingest, score, freshness, crash, state) run on each
+``python -m benchmarks.run [--quick] [--broker tansu|kafka|both] [ingest score host freshness retrain consent
+crash state]``. The benchmarks that use a broker (ingest, score, host, freshness, crash, state) run on each
 broker named: ``tansu`` (the bundled one), ``kafka`` (a 3-broker Apache Kafka 4.4 cluster) or
 ``both``, one after the other; the default is ``both`` for a full run and ``tansu`` for ``--quick``
 (the CI smoke run). Results on Kafka are named ``<benchmark>-kafka``. Each benchmark also runs
@@ -20,7 +20,7 @@ from benchmarks.common import RESULTS_DIR, brokers_of, machine, print_report, re
 
 __all__ = ["main", "BENCHMARKS"]
 
-BENCHMARKS = ("ingest", "score", "freshness", "retrain", "consent", "crash", "state")
+BENCHMARKS = ("ingest", "score", "host", "freshness", "retrain", "consent", "crash", "state")
 
 
 def main(argv: list[str] | None = None) -> int:
