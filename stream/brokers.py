@@ -45,11 +45,6 @@ class BrokerProfile:
     min_insync: int
     session_timeout_s: float
     heartbeat_s: float
-    #: Longest a fetch of the project's own consumers may wait for records. The bundled broker
-    #: holds every fetch for its whole wait, so it is short there (it is latency); Apache Kafka
-    #: answers as soon as records arrive, so there it only bounds the idle polling (~400 fetches/s
-    #: per worker at 5-20 ms cost ~20 % of a core: benchmarks/RESULTS.md, "One host").
-    fetch_wait_ms: int = 20
 
     @property
     def tansu_workarounds(self) -> bool:
@@ -232,11 +227,10 @@ def profile_for(kind: str, *, replication: int | None = None, min_insync: int | 
     if kind not in KINDS:
         raise ValueError(f"OFFERSTREAM_BROKER_KIND must be one of {', '.join(KINDS)}, not {kind!r}")
     if kind == "tansu":
-        return BrokerProfile("tansu", replication or 1, min_insync or 1, session_timeout_s=2.0, heartbeat_s=0.5,
-                             fetch_wait_ms=20)
+        return BrokerProfile("tansu", replication or 1, min_insync or 1, session_timeout_s=2.0, heartbeat_s=0.5)
     replication = replication or 3
     return BrokerProfile("kafka", replication, min_insync or min(2, replication),
-                         session_timeout_s=10.0, heartbeat_s=3.0, fetch_wait_ms=500)
+                         session_timeout_s=10.0, heartbeat_s=3.0)
 
 
 async def check_access(bootstrap: str, timeout: float = 10.0, *,

@@ -34,13 +34,12 @@ log = logging.getLogger("offerstream.catalogue")
 class Catalogue:
     """The in-memory catalogue of one worker, kept current from the ``offers`` topic."""
 
-    def __init__(self, bootstrap: str, snapshot: Path | None = None, *,
-                 fetch_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
+    def __init__(self, bootstrap: str, snapshot: Path | None = None) -> None:
         self.offers: dict[str, Offer] = {}
         self.raw: dict[str, bytes] = {}
         self.invalid = 0
         self.snapshot = snapshot
-        self.mirror = TopicMirror(bootstrap, OFFERS_TOPIC, self.apply, on_batch=self._save, fetch_wait_ms=fetch_wait_ms)
+        self.mirror = TopicMirror(bootstrap, OFFERS_TOPIC, self.apply, on_batch=self._save)
 
     @property
     def ready(self) -> asyncio.Event:
@@ -83,14 +82,11 @@ class TopicMirror:
 
     ``security``: aiokafka TLS/SASL options (``stream.brokers.client_security``); by default those
     of the process (``stream.embedded.kafka_wire.set_default_security``), read when it starts.
-    ``fetch_wait_ms``: the broker kind's fetch wait (``BrokerProfile.fetch_wait_ms``).
     """
 
     def __init__(self, bootstrap: str, topic: str, apply: Callable[[bytes | None, bytes | None], None],
-                 on_batch: Callable[[], None] | None = None, *, security: dict[str, Any] | None = None,
-                 fetch_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
+                 on_batch: Callable[[], None] | None = None, *, security: dict[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
-        self.fetch_wait_ms = fetch_wait_ms
         self.security = security
         self.topic = topic
         self.apply = apply
@@ -110,7 +106,7 @@ class TopicMirror:
         """Consume the topic for ever (a worker task)."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_wait_ms,
+            auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             **(default_security() if self.security is None else self.security),
         )
         await consumer.start()

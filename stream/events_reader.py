@@ -33,7 +33,7 @@ from faust.transport.drivers.aiokafka import Consumer, Transport
 from stream.contiguous import GAP_WAIT_S
 from stream.embedded.kafka_wire import default_security
 
-__all__ = ["EventsReader", "OffloadingConsumer", "OffloadingTransport", "MAX_BATCH", "READ_WAIT_MS"]
+__all__ = ["EventsReader", "OffloadingConsumer", "OffloadingTransport", "MAX_BATCH"]
 
 log = logging.getLogger("offerstream.ingest")
 
@@ -99,20 +99,11 @@ class EventsReader:
         record); False on the bundled broker, where it is a record not readable yet (read again).
     security : dict, optional
         aiokafka security options (default: the worker's, :func:`default_security`).
-    read_wait_ms : int, optional
-        Longest a fetch waits for records (``BrokerProfile.fetch_wait_ms``; default
-        :data:`READ_WAIT_MS`). The bundled broker holds a fetch for the whole wait, so there it is
-        latency; Apache Kafka answers as soon as records arrive, so there it bounds idle polling.
     """
 
     def __init__(self, flowing: Callable[[], bool], bootstrap: str, topic: str, group: str,
-                 *, holes_are_real: bool = True, security: dict[str, Any] | None = None,
-                 read_wait_ms: int = READ_WAIT_MS) -> None:
+                 *, holes_are_real: bool = True, security: dict[str, Any] | None = None) -> None:
         self.flowing, self.bootstrap, self.topic, self.group = flowing, bootstrap, topic, group
-        self.read_wait_ms = read_wait_ms
-        # a read returns as soon as records are there; it waits at most this long otherwise, so a
-        # rebalance or a stop is seen within it
-        self._poll_ms = min(read_wait_ms, 100)
         self.holes_are_real = holes_are_real
         self._holes: dict[int, tuple[int, float]] = {}  # partition -> (offset not readable yet, since)
         self.holes_seen = 0
@@ -140,7 +131,7 @@ class EventsReader:
     def _consumer(self, group: str | None) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=self.read_wait_ms, isolation_level="read_committed",
+            auto_offset_reset="earliest", fetch_max_wait_ms=READ_WAIT_MS, isolation_level="read_committed",
             max_partition_fetch_bytes=4 << 20, **self.security)
 
     async def run(self, apply: ApplyBatch) -> None:
@@ -167,7 +158,7 @@ class EventsReader:
         if not self._positioned:
             await self._position(reader, offsets, generation)
             return
-        records = await reader.getmany(timeout_ms=self._poll_ms, max_records=MAX_BATCH * 4)
+        records = await reader.getmany(timeout_ms=READ_WAIT_MS, max_records=MAX_BATCH * 4)
         for tp in reader.assignment():
             batch = records.get(tp, [])
             # the next offset to read: past the batch and any offsets without a record after it

@@ -40,7 +40,6 @@ from models.profile import Profile
 from models.registry import ModelRegistry
 from models.scorer import Scorer, load_bundle
 from stream.catalogue import TopicMirror, write_snapshot
-from stream.embedded.transport import FETCH_MAX_WAIT_MS
 from stream.topics import DECISIONS_TOPIC, EVENTS_TOPIC, EXPERIMENTS_TOPIC
 
 __all__ = ["Experiments", "ExperimentBook", "ModelVersions", "LiveResults", "decide_with_experiments"]
@@ -63,16 +62,14 @@ class ExperimentBook:
     :attr:`refused`; the writer then restores the key's previous value (``PUT`` answers 400).
     """
 
-    def __init__(self, bootstrap: str, snapshot: Path | None = None, *,
-                 fetch_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
+    def __init__(self, bootstrap: str, snapshot: Path | None = None) -> None:
         self.snapshot = snapshot  # the embedded default refills its broker from it after a restart
         self.experiments: dict[str, Experiment] = {}
         self.raw: dict[str, bytes] = {}
         self.refused: dict[str, str] = {}
         self.invalid = 0
         self.any = asyncio.Event()
-        self.mirror = TopicMirror(bootstrap, EXPERIMENTS_TOPIC, self.apply, on_batch=self._save,
-                                  fetch_wait_ms=fetch_wait_ms)
+        self.mirror = TopicMirror(bootstrap, EXPERIMENTS_TOPIC, self.apply, on_batch=self._save)
 
     @property
     def ready(self) -> asyncio.Event:
@@ -157,12 +154,12 @@ class ModelVersions:
 class LiveResults:
     """The tally of every worker, read from ``decisions`` and ``events`` (module docstring)."""
 
-    def __init__(self, bootstrap: str, book: ExperimentBook, *, fetch_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
+    def __init__(self, bootstrap: str, book: ExperimentBook) -> None:
         self.book = book
         self.tally = Tally()
         self.skipped = 0
-        self.decisions = TopicMirror(bootstrap, DECISIONS_TOPIC, self.apply_decision, fetch_wait_ms=fetch_wait_ms)
-        self.events = TopicMirror(bootstrap, EVENTS_TOPIC, self.apply_event, fetch_wait_ms=fetch_wait_ms)
+        self.decisions = TopicMirror(bootstrap, DECISIONS_TOPIC, self.apply_decision)
+        self.events = TopicMirror(bootstrap, EVENTS_TOPIC, self.apply_event)
 
     def apply_decision(self, key: bytes | None, value: bytes | None) -> None:
         """One audit record of the ``decisions`` topic."""
@@ -236,12 +233,11 @@ def decide_with_experiments(book: ExperimentBook, versions: ModelVersions, place
 class Experiments:
     """A worker's experiment parts: the topic, the book, the arms' model versions, live results."""
 
-    def __init__(self, topic: Any, bootstrap: str, registry: ModelRegistry, snapshot: Path | None = None, *,
-                 fetch_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
+    def __init__(self, topic: Any, bootstrap: str, registry: ModelRegistry, snapshot: Path | None = None) -> None:
         self.topic = topic  # the ``experiments`` topic as the topology declares it
-        self.book = ExperimentBook(bootstrap, snapshot, fetch_wait_ms=fetch_wait_ms)
+        self.book = ExperimentBook(bootstrap, snapshot)
         self.versions = ModelVersions(registry)
-        self.live = LiveResults(bootstrap, self.book, fetch_wait_ms=fetch_wait_ms)
+        self.live = LiveResults(bootstrap, self.book)
         self._metrics: dict[str, dict[str, Any]] = {}  # experiment id -> its last counted results
         self._counted_at = -math.inf
         self._counting: asyncio.Future[None] | None = None

@@ -38,7 +38,7 @@ from stream.catalogue import Catalogue, TopicMirror
 from stream.contiguous import holes, read_contiguously
 from stream.customers import Customers, apply_erasure_record
 from stream.embedded.transport import TansuSafeTransport
-from stream.events_reader import READ_WAIT_MS, EventsReader, OffloadingTransport
+from stream.events_reader import EventsReader, OffloadingTransport
 from stream.experiments import Experiments
 from stream.gc_tuning import freeze_when_ready
 from stream.handlers.customers import CustomersApi
@@ -96,14 +96,12 @@ class Worker:
         self.topology = topology = declare(app, settings)
         bootstrap = ",".join(f"{host}:{port}" for host, port in bootstrap_servers(settings.broker))
         self.metrics = Metrics()
-        wait = profile.fetch_wait_ms  # every consumer of the project's own (see BrokerProfile)
-        self.catalogue = Catalogue(bootstrap, snapshot=settings.data_dir / "catalogue.jsonl", fetch_wait_ms=wait)
+        self.catalogue = Catalogue(bootstrap, snapshot=settings.data_dir / "catalogue.jsonl")
         self.ledger = ErasureLedger(settings.data_dir / "erasure-ledger.jsonl", settings.hash_key)
-        self.erasures = TopicMirror(bootstrap, ERASURES_TOPIC, functools.partial(apply_erasure_record, self.ledger),
-                                    fetch_wait_ms=wait)
+        self.erasures = TopicMirror(bootstrap, ERASURES_TOPIC, functools.partial(apply_erasure_record, self.ledger))
         self.model = ModelHolder(ModelRegistry(settings.registry_dir))
         self.experiments = Experiments(topology.experiments, bootstrap, self.model.registry,
-                                       snapshot=settings.data_dir / "experiments.jsonl", fetch_wait_ms=wait)
+                                       snapshot=settings.data_dir / "experiments.jsonl")
         self.local_log = LocalLog(settings.archive_dir, settings.data_dir / "dead-letter.jsonl", str(settings.port))
         self.readiness = Readiness(app, settings.broker, self.catalogue, self.erasures, self.model,
                                    open_access=settings.api_key is None)
@@ -125,8 +123,7 @@ class Worker:
         # once and in order, instead of being handed over by faust one message at a time (faust's
         # per-message cost, and the messages it can drop around a rebalance: issues 17 and 18).
         self.events_reader = EventsReader(cast(Any, app.consumer).offloaded_readable, bootstrap, EVENTS_TOPIC,
-                                          app.conf.id, holes_are_real=not profile.tansu_workarounds,
-                                          read_wait_ms=READ_WAIT_MS if profile.tansu_workarounds else wait)
+                                          app.conf.id, holes_are_real=not profile.tansu_workarounds)
         self.readiness.reading_from = lambda: self.events_reader.position
         register_agents(app, Ingest(topology, self.live, self.ledger, self.placement.events_partition,
                                     self.local_log, self.metrics, self.readiness.processed,
