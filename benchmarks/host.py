@@ -28,9 +28,9 @@ from typing import Any
 
 import orjson
 
-from benchmarks.common import broker_pids, cli, cpu_s, result_name, summarize, synthetic_events, target
+from benchmarks.common import broker_pids, cli, cpu_s, result_name, summarize, target
 from benchmarks.loadgen import open_loop, saturate
-from benchmarks.score import N_OFFERS, _registry, offers
+from benchmarks.score import N_OFFERS, _registry, offers, seed
 from benchmarks.wrk import available as wrk_available
 from benchmarks.wrk import saturate_wrk
 from offerstream.client import ApiClient
@@ -67,7 +67,8 @@ def host(broker_url: str, root: Path, processes: int, registry: Path | None, app
             return False
         reports = [body if status == 200 and isinstance(body, dict) else {} for status, body in answers]
         held = [set(r.get("assigned_partitions", [])) for r in reports]
-        return all(r.get("ready") for r in reports) and all(held) and sum(map(len, held)) == len(set().union(*held)) == 4
+        covered = sum(map(len, held)) == len(set().union(*held)) == 4  # disjoint, all four partitions
+        return all(r.get("ready") for r in reports) and all(held) and covered
 
     try:
         wait_until(settled, timeout=240, interval=0.3, what=f"a host of {processes} process(es) to settle")
@@ -84,22 +85,12 @@ def host(broker_url: str, root: Path, processes: int, registry: Path | None, app
             proc.wait()
 
 
-def _seed(client: ApiClient, customers: int) -> None:
-    for o in offers():
-        client.json("PUT", f"/v1/offers/{o['offer_id']}", o)
-    for i in range(customers):
-        client.json("PUT", f"/v1/customers/c{i}/consent", {"flags": {"profile": True, "personalize": True}})
-    events = synthetic_events(customers * 20, customers, start_ms=int(time.time() * 1000) - 3_600_000)
-    for i in range(0, len(events), 500):
-        client.json("POST", "/v1/events", events[i:i + 500], expect=202)
-
-
 def _round(running: Any, root: Path, processes: int, registry: Path | None, n: int, quick: bool) -> dict[str, Any]:
     customers = 50 if quick else 500
     ids = [o["offer_id"] for o in offers()]
     bodies = [orjson.dumps({"customer_id": f"c{i % customers}", "k": 5, "candidates": ids}) for i in range(customers)]
     with host(running.url, root, processes, registry, f"host{n}-{processes}p") as h:
-        _seed(h["client"], customers)
+        seed(h["client"], customers)
         time.sleep(1.5)
         url = h["url"] + "/v1/score"
         body_for = lambda i: bodies[i % customers]  # noqa: E731

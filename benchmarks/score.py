@@ -35,7 +35,7 @@ from benchmarks.loadgen import open_loop, saturate
 from benchmarks.wrk import available as wrk_available
 from benchmarks.wrk import saturate_wrk
 
-__all__ = ["run", "main"]
+__all__ = ["run", "main", "seed"]
 
 N_OFFERS = 200
 FAST_RATE = 1000.0  # issue 17: p99 <= 3 ms at this rate
@@ -129,7 +129,7 @@ def in_process(n: int, served: Any = None, customers: int = 50) -> dict[str, Any
 
 def _served(n: int, scorer: Any, customers: int) -> dict[str, Any]:
     """``decide()`` as the worker runs it in this benchmark: the served model, every seeded customer's
-    profile (built from the same events as :func:`_seed`), the same request bodies; ms per call,
+    profile (built from the same events as :func:`seed`), the same request bodies; ms per call,
     and its thread CPU per call, comparable with the worker's ``worker_decide_ms``."""
     from models.catalog import parse_offer
     from models.consent import ConsentState, apply_update, parse_update
@@ -159,14 +159,15 @@ def _served(n: int, scorer: Any, customers: int) -> dict[str, Any]:
             "model": scorer.version}
 
 
-def _seed(worker: Any, customers: int) -> None:
+def seed(client: Any, customers: int) -> None:
+    """The 200 offers, and ``customers`` customers with consent and 20 events each, through ``client``."""
     for o in offers():
-        worker.client.json("PUT", f"/v1/offers/{o['offer_id']}", o)
+        client.json("PUT", f"/v1/offers/{o['offer_id']}", o)
     for i in range(customers):
-        worker.client.json("PUT", f"/v1/customers/c{i}/consent", {"flags": {"profile": True, "personalize": True}})
+        client.json("PUT", f"/v1/customers/c{i}/consent", {"flags": {"profile": True, "personalize": True}})
     events = synthetic_events(customers * 20, customers, start_ms=int(time.time() * 1000) - 3_600_000)
     for i in range(0, len(events), 500):
-        worker.client.json("POST", "/v1/events", events[i:i + 500], expect=202)
+        client.json("POST", "/v1/events", events[i:i + 500], expect=202)
 
 
 def _thread_cpu_s(pid: int) -> float:
@@ -227,7 +228,7 @@ def run(quick: bool = False, broker: str = "tansu") -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="offerstream-score-") as tmp:
         registry = None if quick else _registry(Path(tmp))
         with broker_group(1, broker=broker, app_id="score", registry=registry) as (running, (worker,)):
-            _seed(worker, customers)
+            seed(worker.client, customers)
             time.sleep(1.5)
             url = worker.url + "/v1/score"
             body_for = lambda i: bodies[i % customers]  # noqa: E731

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,6 @@ class _Child:
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     quick_exits: int = 0
-    restarts: int = field(default=0)
 
 
 class Supervisor:
@@ -98,7 +97,6 @@ class Supervisor:
                               "its start; stopping every worker", file=sys.stderr, flush=True)
                         self._stopping, code = True, 1
                         break
-                    child.restarts += 1
                     time.sleep(1.0)
                     self._start(child)
         finally:
